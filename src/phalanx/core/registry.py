@@ -1,0 +1,89 @@
+"""The plugin registry: entry points, read lazily.
+
+Built-in plugins are registered exactly like third-party ones, in ``pyproject.toml``::
+
+    [project.entry-points."phalanx.attacks"]
+    pgd = "phalanx.evasion.pgd:PGD"
+
+Listing plugins reads entry-point metadata only and imports nothing; loading one imports just
+its module.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from phalanx.errors import PluginError, UnknownPluginError
+
+#: Plugin families and their entry-point groups.
+FAMILIES: dict[str, str] = {
+    "attacks": "phalanx.attacks",
+    "checks": "phalanx.checks",
+    "defenses": "phalanx.defenses",
+    "detectors": "phalanx.detectors",
+    "scanners": "phalanx.scanners",
+    "probes": "phalanx.probes",
+    "reporters": "phalanx.reporters",
+}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A registered plugin, described without importing it.
+
+    Args:
+        family: Plugin family, e.g. ``"attacks"``.
+        name: Registry id, e.g. ``"pgd"``.
+        target: Where it lives, ``"module:attribute"``.
+        distribution: The installed package that registered it.
+    """
+
+    family: str
+    name: str
+    target: str
+    distribution: str
+
+
+def _group(family: str) -> str:
+    try:
+        return FAMILIES[family]
+    except KeyError:
+        known = ", ".join(FAMILIES)
+        raise UnknownPluginError(f"unknown plugin family {family!r}; known: {known}") from None
+
+
+def _entry_points(family: str) -> list[metadata.EntryPoint]:
+    return sorted(metadata.entry_points(group=_group(family)), key=lambda ep: ep.name)
+
+
+def list_plugins(family: str | None = None) -> list[PluginInfo]:
+    """Every registered plugin (of one family, or all), without importing any."""
+    families = [family] if family else list(FAMILIES)
+    found: list[PluginInfo] = []
+    for fam in families:
+        for ep in _entry_points(fam):
+            dist = ep.dist.name if ep.dist is not None else ""
+            found.append(PluginInfo(fam, ep.name, ep.value, dist))
+    return found
+
+
+def load_plugin(family: str, name: str) -> Any:
+    """Import and return the plugin class registered as ``name`` in ``family``.
+
+    Raises:
+        UnknownPluginError: Nothing is registered under that name (the message suggests
+            close names).
+        PluginError: The plugin is registered but fails to import.
+    """
+    eps = {ep.name: ep for ep in _entry_points(family)}
+    if name not in eps:
+        close = difflib.get_close_matches(name, list(eps), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "see `phalanx plugins list`"
+        raise UnknownPluginError(f"no {family[:-1]} plugin named {name!r}", hint=hint)
+    try:
+        return eps[name].load()
+    except ImportError as exc:
+        raise PluginError(f"plugin {family}/{name} failed to import: {exc}") from exc
