@@ -7,6 +7,7 @@ store and rendered by reports.
 
 from __future__ import annotations
 
+from phalanx.core.check import Check
 from phalanx.core.context import Context, ProgressTracker
 from phalanx.core.events import Collector, Event, EventSink, Message, Progress, null_sink
 from phalanx.core.findings import Finding, Severity
@@ -19,6 +20,7 @@ from phalanx.core.threat import ThreatModel
 
 __all__ = [
     "Artifact",
+    "Check",
     "Classifier",
     "Collector",
     "Constraint",

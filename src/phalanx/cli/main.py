@@ -1,0 +1,122 @@
+"""The ``phalanx`` entry point: global options, error handling and exit codes.
+
+Exit codes: 0 nothing at or above the severity threshold; 1 findings at or above it;
+2 usage or input error. Errors are one line on stderr; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from phalanx import __version__
+from phalanx.cli import demo, plugins, report, runs
+from phalanx.cli._common import EXIT_ERROR, State
+from phalanx.errors import PhalanxError
+
+
+def _click_types(name: str) -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = []
+    for module in ("typer", "typer.exceptions", "typer._click.exceptions", "click.exceptions"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        cls = getattr(mod, name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+# Typer re-exports click's exceptions in some versions and vendors its own in others.
+_EXIT: tuple[type[BaseException], ...] = _click_types("Exit")
+_ABORT: tuple[type[BaseException], ...] = _click_types("Abort")
+_USAGE: tuple[type[BaseException], ...] = _click_types("ClickException")
+
+app = typer.Typer(
+    name="phalanx",
+    help="Attack, harden and audit AI systems.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"phalanx {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    quiet: bool = typer.Option(False, "--quiet", "-q", envvar="PHALANX_QUIET",
+                               help="No progress bars or summaries; errors only."),
+    debug: bool = typer.Option(False, "--debug", envvar="PHALANX_DEBUG",
+                               help="Show tracebacks on errors."),
+    db: str | None = typer.Option(None, "--db", envvar="PHALANX_DB", show_envvar=True,
+                                  help="Run store: any SQLAlchemy URL (default: SQLite in the "
+                                       "user data directory)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Attack, harden and audit AI systems."""
+    ctx.obj = State(quiet=quiet, debug=debug, db=db)
+
+
+app.add_typer(plugins.app, name="plugins")
+app.add_typer(runs.app, name="runs")
+app.command("report")(report.report)
+app.command("demo")(demo.demo)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    err = State().stderr
+    try:
+        code = app(args=args, prog_name="phalanx", standalone_mode=False)
+    except _EXIT as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except _ABORT:
+        err.print("aborted")
+        return 130
+    except _USAGE as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "phalanx"
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        sys.stderr.write(" ".join(f"error: {message} (see '{where} --help')".split()) + "\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except PhalanxError as exc:
+        if debug:
+            raise
+        sys.stderr.write(_line(exc))
+        return EXIT_ERROR
+    except Exception as exc:
+        if debug:
+            raise
+        sys.stderr.write(
+            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)\n"
+        )
+        return EXIT_ERROR
+    return int(code or 0)
+
+
+def _line(exc: PhalanxError) -> str:
+    text = f"error: {exc.message}"
+    if exc.hint:
+        text += f" ({exc.hint})"
+    return " ".join(text.split()) + "\n"
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Evasion: adversarial examples at inference time, and robustness evaluation.
+
+Attacks share one base class (:class:`~phalanx.evasion.base.Attack`); each is one module.
+Importing this package does not import torch until an attack is used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from phalanx.evasion.base import Attack, AttackResult
+    from phalanx.evasion.evaluate import RobustnessCheck, evaluate_robustness
+    from phalanx.evasion.fgsm import FGSM
+    from phalanx.evasion.pgd import PGD
+
+_LAZY = {
+    "Attack": "phalanx.evasion.base",
+    "AttackResult": "phalanx.evasion.base",
+    "FGSM": "phalanx.evasion.fgsm",
+    "PGD": "phalanx.evasion.pgd",
+    "RobustnessCheck": "phalanx.evasion.evaluate",
+    "evaluate_robustness": "phalanx.evasion.evaluate",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'phalanx.evasion' has no attribute {name!r}")

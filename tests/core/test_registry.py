@@ -1,0 +1,44 @@
+"""The registry reads entry points lazily, and every registered plugin is well-formed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from phalanx.core import list_plugins, load_plugin
+from phalanx.core.taxonomy import load_taxonomy
+from phalanx.errors import UnknownPluginError
+
+
+def test_builtins_are_registered_by_entry_points() -> None:
+    names = {(p.family, p.name) for p in list_plugins()}
+    assert {("attacks", "fgsm"), ("attacks", "pgd"), ("checks", "robustness"),
+            ("reporters", "html"), ("reporters", "sarif")} <= names
+
+
+def test_unknown_plugin_suggests_close_names() -> None:
+    with pytest.raises(UnknownPluginError, match="did you mean pgd"):
+        load_plugin("attacks", "pdg")
+    with pytest.raises(UnknownPluginError, match="unknown plugin family"):
+        list_plugins("nope")
+
+
+def test_listing_plugins_imports_none_of_them() -> None:
+    code = ("import sys; from phalanx.core import list_plugins; list_plugins(); "
+            "print(any(m.startswith(('phalanx.evasion', 'phalanx.report', 'torch')) "
+            "for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("info", list_plugins(), ids=lambda p: f"{p.family}:{p.name}")
+def test_every_plugin_declares_known_taxonomy_refs_and_a_paper(info) -> None:  # type: ignore[no-untyped-def]
+    cls = load_plugin(info.family, info.name)
+    taxonomy = load_taxonomy()
+    assert taxonomy.unknown(cls.refs) == [], f"{info.name} declares unknown refs"
+    assert cls.plugin_id() == info.name
+    if info.family in ("attacks", "checks"):
+        assert cls.refs, "attacks and checks must declare taxonomy refs"
+        assert "http" in cls.paper and cls.__doc__ and "Example" in cls.__doc__
