@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,7 +66,8 @@ class Metric:
         """Rebuild a metric written by :meth:`to_dict`."""
         return cls(
             name=data["name"],
-            value=float(data["value"]),
+            # Strict JSON has no NaN: reports write it as null.
+            value=math.nan if data["value"] is None else float(data["value"]),
             lower=data.get("lower"),
             upper=data.get("upper"),
             labels=data.get("labels") or {},
