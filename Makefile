@@ -36,7 +36,7 @@ demo: install data
 	$(BIN)/phalanx demo
 
 lint: dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests
 
 typecheck: dev
 	$(BIN)/mypy src/phalanx/core src/phalanx/errors.py src/phalanx/_optional.py src/phalanx/report src/phalanx/adapters src/phalanx/store

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class Message:
     level: str = "info"
 
 
-Event = Union[Progress, Message]
+Event = Progress | Message
 EventSink = Callable[[Event], None]
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import math
 import datetime as dt
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any

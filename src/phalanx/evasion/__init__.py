@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from phalanx.evasion.base import Attack, AttackResult
-    from phalanx.evasion.evaluate import RobustnessCheck, evaluate_robustness
-    from phalanx.evasion.fgsm import FGSM
-    from phalanx.evasion.pgd import PGD
+    from phalanx.evasion.base import Attack, AttackResult  # noqa: F401
+    from phalanx.evasion.evaluate import RobustnessCheck, evaluate_robustness  # noqa: F401
+    from phalanx.evasion.fgsm import FGSM  # noqa: F401
+    from phalanx.evasion.pgd import PGD  # noqa: F401
 
 _LAZY = {
     "Attack": "phalanx.evasion.base",

@@ -221,9 +221,10 @@ class RobustnessCheck(Check):
             title=f"Accuracy falls from {clean:.1%} to {robust:.1%} under {norm} "
                   f"perturbations of size {eps:g}",
             detail=(
-                f"Under white-box {norm} attacks of budget {eps:g} ({', '.join(self.attack_names())}; "
-                f"worst case per sample over {n} samples) the model {gap.words}: an attacker who "
-                f"can alter inputs this little controls most of its decisions."
+                f"Under white-box {norm} attacks of budget {eps:g} "
+                f"({', '.join(self.attack_names())}; worst case per sample over {n} samples) "
+                f"the model {gap.words}: an attacker who can change each input by at most "
+                f"{eps:g} flips {1 - robust / clean:.0%} of its correct predictions."
             ),
             evidence={"eps": eps, "norm": self.norm, "clean_accuracy": round(clean, 4),
                       "robust_accuracy": round(robust, 4), "samples": n,
