@@ -46,6 +46,7 @@ class AttackResult:
         queries: Forward passes (samples) the attack made through the classifier.
         duration_s: Wall-clock seconds.
         threat_model: The threat model the attack ran under.
+        sample_queries: Per-sample queries, for attacks that count them (black-box ones).
     """
 
     x_adv: torch.Tensor
@@ -56,6 +57,7 @@ class AttackResult:
     queries: int
     duration_s: float
     threat_model: ThreatModel
+    sample_queries: torch.Tensor | None = None
 
     @property
     def success_rate(self) -> float:
@@ -167,17 +169,24 @@ class Attack(Plugin):
             target = self._targets(classifier, y, target, generator)
         start_queries = classifier.queries
         started = time.perf_counter()
-        chunks = []
+        chunks: list[torch.Tensor] = []
+        counts: list[torch.Tensor] = []
         label = f"{self.plugin_id()} eps={self.eps:g}"
         with ctx.progress(f"attack:{self.plugin_id()}", label, total=len(x), unit="samples") as bar:
             for lo in range(0, len(x), self.batch_size):
                 hi = lo + self.batch_size
                 tb = target[lo:hi] if target is not None else None
                 xb = x[lo:hi]
-                adv = self._perturb(classifier, xb, y[lo:hi], tb, generator).detach()
-                chunks.append(adv.to(x.device))
+                out = self._perturb(classifier, xb, y[lo:hi], tb, generator)
+                if isinstance(out, tuple):  # black-box attacks also count queries per sample
+                    out, used = out
+                    counts.append(used.to(x.device))
+                chunks.append(out.detach().to(x.device))
                 bar.advance(len(xb))
         x_adv = torch.cat(chunks) if chunks else x.clone()
+        # The attack's own queries; the check of its outputs below is not part of the attack.
+        queries = classifier.queries - start_queries
+        duration = time.perf_counter() - started
         with torch.no_grad():
             pred = predict(classifier, x_adv, self.batch_size)
         success = (pred == target) if target is not None else (pred != y)
@@ -187,9 +196,10 @@ class Attack(Plugin):
             target=target,
             success=success,
             adv_pred=pred,
-            queries=classifier.queries - start_queries,
-            duration_s=time.perf_counter() - started,
+            queries=queries,
+            duration_s=duration,
             threat_model=self.threat_model(),
+            sample_queries=torch.cat(counts) if counts else None,
         )
 
     def _targets(
@@ -215,8 +225,12 @@ class Attack(Plugin):
         y: torch.Tensor,
         target: torch.Tensor | None,
         generator: torch.Generator,
-    ) -> torch.Tensor:
-        """Return adversarial versions of one batch ``x`` (the one method to override)."""
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Return adversarial versions of one batch ``x`` (the one method to override).
+
+        Attacks that count queries per sample (black-box ones) return ``(x_adv, queries)``
+        with ``queries`` of shape ``(len(x),)``.
+        """
         raise NotImplementedError
 
 
