@@ -22,6 +22,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 from phalanx.core.context import Context
 from phalanx.core.events import Event, Message
@@ -168,3 +169,28 @@ SEVERITY_STYLE = {
     Severity.LOW: "cyan",
     Severity.INFO: "dim",
 }
+
+
+def summarise_robustness(st: State, run: Run) -> None:
+    """Robust accuracy per eps and attack, the finding counts and where the report is."""
+    for result in run.results:
+        rates = [m for m in result.metrics if m.name == "robust_accuracy"]
+        if not rates:
+            continue
+        attacks = list(dict.fromkeys(str(m.labels["attack"]) for m in rates))
+        table = Table(title=f"{result.title}: {result.target}", title_justify="left")
+        table.add_column("eps", justify="right")
+        for attack in attacks:
+            table.add_column(attack, justify="right")
+        clean = result.metric("clean_accuracy").value
+        table.add_row("0 (clean)", *[f"{clean:.1%}"] * len(attacks))
+        for eps in sorted({float(m.labels["eps"]) for m in rates}):
+            cells = [f"{result.metric('robust_accuracy', eps=eps, attack=a).value:.1%}"
+                     for a in attacks]
+            table.add_row(f"{eps:g}", *cells)
+        st.stderr.print(table)
+    counts = run.severity_counts()
+    parts = [f"[{SEVERITY_STYLE[s]}]{n} {s.label}[/]"
+             for s, n in sorted(counts.items(), reverse=True) if n]
+    st.stderr.print(f"findings: {', '.join(parts) if parts else 'none'}")
+    st.stderr.print(f"run {run.id[:12]} stored ({run.status.value})")

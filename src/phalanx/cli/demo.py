@@ -5,16 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from phalanx.cli._common import (
-    SEVERITY_STYLE,
-    State,
     exit_code,
     make_context,
     open_store,
     parse_fail_on,
     state,
+    summarise_robustness,
     write_output,
 )
 from phalanx.core.results import Result
@@ -55,28 +53,6 @@ def demo(
     write_output(render(run, "html"), html)
     write_output(render(run, "json"), js)
     if not st.quiet:
-        _summary(st, run, html, js)
+        summarise_robustness(st, run)
+        st.stderr.print(f"report: [bold]{html}[/] (and {js})")
     raise typer.Exit(exit_code(run, threshold))
-
-
-def _summary(st: State, run: Run, html: Path, js: Path) -> None:
-    """Robust accuracy per eps and attack, the finding counts and where the report is."""
-    for result in run.results:
-        rates = [m for m in result.metrics if m.name == "robust_accuracy"]
-        attacks = list(dict.fromkeys(str(m.labels["attack"]) for m in rates))
-        table = Table(title=f"{result.title}: {result.target}", title_justify="left")
-        table.add_column("eps", justify="right")
-        for attack in attacks:
-            table.add_column(attack, justify="right")
-        clean = result.metric("clean_accuracy").value
-        table.add_row("0 (clean)", *[f"{clean:.1%}"] * len(attacks))
-        for eps in sorted({float(m.labels["eps"]) for m in rates}):
-            cells = [f"{result.metric('robust_accuracy', eps=eps, attack=a).value:.1%}"
-                     for a in attacks]
-            table.add_row(f"{eps:g}", *cells)
-        st.stderr.print(table)
-    counts = run.severity_counts()
-    parts = [f"[{SEVERITY_STYLE[s]}]{n} {s.label}[/]"
-             for s, n in sorted(counts.items(), reverse=True) if n]
-    st.stderr.print(f"findings: {', '.join(parts) if parts else 'none'}")
-    st.stderr.print(f"run {run.id[:12]} stored; report: [bold]{html}[/] (and {js})")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import typer
 
 from phalanx import __version__
-from phalanx.cli import demo, plugins, report, runs
+from phalanx.cli import demo, plugins, report, robustness, runs, zoo
 from phalanx.cli._common import EXIT_ERROR, State
 from phalanx.errors import PhalanxError
 
@@ -70,6 +70,8 @@ def _root(
 
 app.add_typer(plugins.app, name="plugins")
 app.add_typer(runs.app, name="runs")
+app.add_typer(zoo.app, name="zoo")
+app.command("robustness")(robustness.robustness)
 app.command("report")(report.report)
 app.command("demo")(demo.demo)
 
