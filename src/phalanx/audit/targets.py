@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +183,9 @@ def _torchscript(path: Path, *, input_shape: tuple[int, ...] | None,
     from phalanx.adapters import TorchClassifier
 
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream but still loads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as exc:
         raise DataFormatError(f"{path}: not a loadable TorchScript archive: "
                               f"{str(exc).splitlines()[0]}") from None
