@@ -171,7 +171,7 @@ class Attack(Plugin):
         started = time.perf_counter()
         chunks: list[torch.Tensor] = []
         counts: list[torch.Tensor] = []
-        label = f"{self.plugin_id()} eps={self.eps:g}"
+        label = self.plugin_id() if self.eps is None else f"{self.plugin_id()} eps={self.eps:g}"
         with ctx.progress(f"attack:{self.plugin_id()}", label, total=len(x), unit="samples") as bar:
             for lo in range(0, len(x), self.batch_size):
                 hi = lo + self.batch_size

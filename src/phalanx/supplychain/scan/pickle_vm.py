@@ -1,0 +1,1834 @@
+"""A static pickle analyser: a symbolic pickle machine that never unpickles.
+
+A pickle is a program for a small stack machine. Loading it imports the globals it names and
+calls them with arguments it builds, which is why a model file can run code. This module runs
+that program *symbolically* over the opcodes :func:`pickletools.genops` parses (the standard
+library's own parser; nothing is imported or called): it keeps the stack, the mark stack and
+the memo exactly as the unpickler does, so memo tricks (``BINPUT``/``MEMOIZE`` reordering,
+``STACK_GLOBAL`` operands fetched with ``BINGET``) resolve to what a real load would import,
+and it records every import and every call with its arguments as far as they are constants.
+
+Every import is then judged by :mod:`phalanx.supplychain.scan.policy`, **allowlist first**:
+allowed imports pass, known-dangerous ones are named with their reason, and anything else is
+"unknown", which fails a scan at the default ``medium`` threshold. A deny list alone always
+trails the next advisory; an allowlist does not.
+
+Severities, by what the pickle does:
+
+- CRITICAL: imports a denied global (``os.system``, ``builtins.eval``, ``pickle.loads``, ...;
+  a deny rule may lower this to HIGH, as for call forwarders like ``functools.partial``);
+  imports through a dunder attribute path (``OrderedDict.__init__.__globals__``); runs
+  ``STACK_GLOBAL`` on operands that are not constant strings (unresolvable import); applies
+  ``BUILD``/``SETITEM``/``APPEND`` to an imported global itself (monkey-patching).
+- HIGH: calls (``REDUCE``/``INST``/``OBJ``) an unknown global; calls something that is not an
+  imported global (the result of another call); passes such a computed object to an allowed
+  helper that calls it (``collections.defaultdict``, ``copyreg._reconstructor``); imports
+  through an extension code (``EXT1/2/4``); sets dunder attributes through ``BUILD`` slot state.
+- MEDIUM: imports or instantiates (``NEWOBJ``) an unknown global; restores state (``BUILD``,
+  so ``__setstate__``) into an instance of a non-allowlisted class; a malformed stream
+  (truncated, unknown opcode, stack underflow, memo miss) or a resource limit, where the
+  analysis stops as a load would; a nested pickle that cannot be analysed (not constant, too
+  deep, too large); ``_codecs.encode`` with a codec other than latin1, utf-8 or ascii.
+- LOW: persistent ids outside a PyTorch checkpoint (the loader's ``persistent_load`` decides).
+- INFO: PyTorch storage persistent ids, when the torch ecosystem is enabled.
+
+Several pickles concatenated in one file are all analysed (a second pickle after the first
+``STOP`` is a known bypass); the memo carries over between them, as it does for an
+``Unpickler`` that is asked to ``load()`` again. Bytes passed to a pickle-loading callable
+(``pickle.loads``, ``torch.load``, ...) are analysed as a nested pickle, up to ``max_depth``,
+after folding the constant encodings pickles use for bytes (``_codecs.encode(s, 'latin1')``,
+``io.BytesIO``, base64, zlib).
+
+Resources are bounded: opcodes (shared by nested pickles), stack size, tracked container
+items and constants (bytes above the limit are skipped on the stream, never read into
+memory), and evidence strings are truncated.
+
+Known parser differential: :mod:`pickletools` is stricter than the unpickler in a few corners
+(for example ``INT`` arguments in base 16, or non-ASCII module names). Such streams are
+reported as malformed, which fails the scan; they are never silently passed.
+
+Example:
+    >>> from phalanx.supplychain.scan import analyse_pickle
+    >>> report = analyse_pickle(b"cos\\nsystem\\n(S'id'\\ntR.")
+    >>> report.findings[0].severity.label, report.findings[0].evidence["args"]
+    ('critical', "('id',)")
+    >>> report.allows_unpickling()
+    False
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import logging
+import pickletools
+import zlib
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from phalanx.core.findings import Finding, Severity
+from phalanx.errors import InputError, InvalidParameterError
+from phalanx.supplychain.scan.policy import Judgement, PicklePolicy, Verdict, load_policy
+
+__all__ = [
+    "CHECK_ID",
+    "PLUGIN_ID",
+    "REFS",
+    "Call",
+    "GlobalRef",
+    "PickleLimits",
+    "PickleReport",
+    "analyse_pickle",
+    "is_safe_to_unpickle",
+    "scan_pickle_file",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECK_ID = "model-scan"
+PLUGIN_ID = "pickle"
+PLUGIN_VERSION = "1.0"
+#: Taxonomy refs every finding of this analyser carries.
+REFS: tuple[str, ...] = (
+    "atlas:AML.T0011.000",
+    "atlas:AML.T0010.003",
+    "owasp-llm-2025:LLM03",
+    "nist-aml-2025:NISTAML.051",
+)
+
+_REMEDIATION_DANGEROUS = (
+    "Do not load this file with pickle, joblib or torch.load. Obtain the model from a trusted "
+    "source and verify its signature, or ask for a format that cannot run code (safetensors, "
+    "ONNX, skops)."
+)
+_REMEDIATION_UNKNOWN = (
+    "Treat the file as untrusted code. If you trust the package that defines this import, "
+    "scan with a policy whose allowlist includes it; otherwise obtain the model in a format "
+    "that cannot run code (safetensors, ONNX, skops)."
+)
+_REMEDIATION_MALFORMED = (
+    "Do not load the file: a scanner and an unpickler that disagree on a malformed stream is "
+    "how scanners are bypassed. Re-export the model from its source."
+)
+
+
+@dataclass(frozen=True)
+class PickleLimits:
+    """Bounds on the work and memory one analysis may use.
+
+    Args:
+        max_opcodes: Opcodes analysed in all, nested pickles included.
+        max_stack: Values on the symbolic stack and mark stack together.
+        max_const_bytes: Longest bytes or string constant kept; longer bytes are skipped on
+            the stream without being read into memory.
+        max_container_items: Items kept per list, dict or set (the rest are counted).
+        max_evidence_chars: Longest rendering of a callable or its arguments in evidence.
+        max_records: Imports and calls listed in the report.
+        max_findings: Distinct flagged imports reported (the rest are summarised).
+    """
+
+    max_opcodes: int = 10_000_000
+    max_stack: int = 1_000_000
+    max_const_bytes: int = 16 * 1024 * 1024
+    max_container_items: int = 1_000
+    max_evidence_chars: int = 300
+    max_records: int = 100_000
+    max_findings: int = 1_000
+
+
+@dataclass(frozen=True)
+class GlobalRef:
+    """One import a pickle performs.
+
+    Args:
+        module: Module, after the unpickler's Python 2 renaming (protocols 0-2).
+        name: Attribute path inside the module.
+        offset: Byte offset of the importing opcode.
+        verdict: The policy's verdict (``"allowed"``, ``"denied"``, ``"unknown"``, ...).
+        pickle_index: Which of the concatenated pickles (0 for the first).
+        depth: 0 for the file itself, 1 for a pickle nested in it, and so on.
+    """
+
+    module: str
+    name: str
+    offset: int
+    verdict: str
+    pickle_index: int = 0
+    depth: int = 0
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call a pickle makes while loading.
+
+    Args:
+        callable: What is called, e.g. ``"os.system"`` or ``"<result of builtins.getattr(...)>"``.
+        args: Its arguments as far as they resolve, e.g. ``"('id',)"`` (truncated).
+        offset: Byte offset of the calling opcode.
+        opcode: ``REDUCE``, ``NEWOBJ``, ``NEWOBJ_EX``, ``INST``, ``OBJ`` or ``BUILD``
+            (``__setstate__``).
+        pickle_index: Which of the concatenated pickles.
+        depth: Nesting depth of the pickle.
+    """
+
+    callable: str
+    args: str
+    offset: int
+    opcode: str
+    pickle_index: int = 0
+    depth: int = 0
+
+
+@dataclass(frozen=True)
+class PickleReport:
+    """What the analyser found in one pickle stream.
+
+    Args:
+        origin: The file or label analysed.
+        findings: Issues, most severe first.
+        globals: Every import performed (up to ``PickleLimits.max_records``).
+        calls: Every call made (up to ``PickleLimits.max_records``).
+        pickles: Pickles found one after another in the stream.
+        opcodes: Opcodes analysed, nested pickles included.
+        protocol: Highest pickle protocol declared or used, ``None`` when nothing parsed.
+        complete: Whether the whole stream was analysed (no malformed part, no limit hit).
+
+    Its truth value is deliberately undefined: ask :meth:`allows_unpickling`.
+    """
+
+    origin: str
+    findings: list[Finding]
+    globals: list[GlobalRef]
+    calls: list[Call]
+    pickles: int
+    opcodes: int
+    protocol: int | None
+    complete: bool = True
+
+    @property
+    def max_severity(self) -> Severity | None:
+        """The most severe finding's severity, ``None`` without findings."""
+        return max((f.severity for f in self.findings), default=None)
+
+    def allows_unpickling(self, threshold: Severity | str = Severity.MEDIUM) -> bool:
+        """Whether every finding is below ``threshold``, so a caller may unpickle the file.
+
+        Args:
+            threshold: The severity that blocks loading (default ``medium``: unknown imports
+                and malformed streams block too).
+        """
+        limit = Severity.parse(threshold)
+        return all(f.severity < limit for f in self.findings)
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "a PickleReport has no truth value; use report.allows_unpickling() "
+            "or report.max_severity"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Symbolic values
+
+
+@dataclass(eq=False)
+class _Agg:
+    """Everything about one flagged import in one pickle, for its finding."""
+
+    module: str
+    name: str
+    judgement: Judgement
+    pickle_index: int
+    depth: int
+    via: str
+    offsets: list[int] = field(default_factory=list)
+    count: int = 0
+    calls: list[tuple[str, int, str]] = field(default_factory=list)
+    call_count: int = 0
+    invoked: bool = False
+    notes: list[str] = field(default_factory=list)
+    after_error: bool = False
+
+
+@dataclass(eq=False)
+class _Global:
+    module: str
+    name: str
+    offset: int
+    judgement: Judgement
+    agg: _Agg | None = None
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(eq=False)
+class _Result:
+    func: Any
+    args: Any
+    kwargs: Any
+    offset: int
+    opcode: str
+    #: The constant bytes this call evaluates to, when it is a known pure encoding.
+    folded: bytes | None = None
+
+
+@dataclass(eq=False)
+class _Opaque:
+    what: str
+
+
+@dataclass(frozen=True)
+class _BigBytes:
+    size: int
+    head: bytes
+
+
+@dataclass(frozen=True)
+class _BigStr:
+    size: int
+    head: str
+
+
+@dataclass(eq=False)
+class _ByteArray:
+    data: Any
+
+
+class _Container:
+    __slots__ = ("dropped", "items", "limit")
+
+    def __init__(self, limit: int, items: Iterable[Any] = ()) -> None:
+        self.limit = limit
+        self.items: list[Any] = []
+        self.dropped = 0
+        self.extend(items)
+
+    def extend(self, items: Iterable[Any]) -> None:
+        new = items if isinstance(items, list) else list(items)
+        room = max(self.limit - len(self.items), 0)
+        if room >= len(new):
+            self.items.extend(new)
+        else:
+            self.items.extend(new[:room])
+            self.dropped += len(new) - room
+
+
+class _List(_Container):
+    __slots__ = ()
+
+
+class _Dict(_Container):
+    """Items are ``(key, value)`` pairs: keys may be symbolic and unhashable."""
+
+    __slots__ = ()
+
+
+class _Set(_Container):
+    __slots__ = ("frozen",)
+
+    def __init__(self, limit: int, items: Iterable[Any] = (), *, frozen: bool = False) -> None:
+        super().__init__(limit, items)
+        self.frozen = frozen
+
+
+_RECONSTRUCTORS = frozenset(
+    {("copyreg", "_reconstructor"), ("copyreg", "__newobj__"), ("copyreg", "__newobj_ex__")}
+)
+_INVOKING_OPCODES = frozenset({"REDUCE", "INST", "OBJ"})
+#: Allowed helpers that call or instantiate some of their arguments (by position).
+_CALLABLE_PARAMETERS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("copyreg", "_reconstructor"): (0, 1),
+    ("copyreg", "__newobj__"): (0,),
+    ("copyreg", "__newobj_ex__"): (0,),
+    ("collections", "defaultdict"): (0,),
+    ("numpy.core.multiarray", "_reconstruct"): (0,),
+    ("numpy._core.multiarray", "_reconstruct"): (0,),
+    ("numpy.ma.core", "_mareconstruct"): (0, 1),
+    ("numpy.random._pickle", "__bit_generator_ctor"): (0,),
+    ("numpy.random._pickle", "__generator_ctor"): (1,),
+    ("numpy.random._pickle", "__randomstate_ctor"): (1,),
+    ("torch._tensor", "_rebuild_from_type_v2"): (0, 1),
+    ("torch._utils", "_rebuild_wrapper_subclass"): (0,),
+}
+_CODEC_CALLS = frozenset({("_codecs", "encode"), ("codecs", "encode")})
+_SAFE_CODECS = frozenset(
+    {"latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1", "utf-8", "utf8", "ascii"}
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering symbolic values for evidence
+
+
+def _render(value: Any, limit: int) -> str:
+    text = _Renderer(limit).render(value, 0)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _Renderer:
+    _ITEMS = 8
+    _DEPTH = 6
+    _STR = 80
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.seen: set[int] = set()
+
+    def render(self, value: Any, depth: int) -> str:
+        text = self._render(value, depth)
+        self.used += len(text)
+        return text
+
+    def _render(self, value: Any, depth: int) -> str:
+        if depth > self._DEPTH or self.used > self.limit:
+            return "…"
+        if value is None or isinstance(value, (bool, float)):
+            return repr(value)
+        if isinstance(value, int):
+            return (
+                repr(value) if value.bit_length() <= 256 else f"<int of {value.bit_length()} bits>"
+            )
+        if isinstance(value, str):
+            return self._short(value)
+        if isinstance(value, (bytes, bytearray)):
+            return self._short(bytes(value))
+        if isinstance(value, _BigBytes):
+            return f"<{value.size} bytes {value.head[:16]!r}…>"
+        if isinstance(value, _BigStr):
+            return f"<{value.size}-byte string {value.head[:16]!r}…>"
+        if isinstance(value, _ByteArray):
+            return f"bytearray({self._render(value.data, depth + 1)})"
+        if isinstance(value, _Global):
+            return value.qualname
+        if isinstance(value, _Opaque):
+            return f"<{value.what}>"
+        if isinstance(value, _Result):
+            return self._call(value, depth)
+        if isinstance(value, tuple):
+            inner = self._seq(value, 0, depth)
+            return f"({inner},)" if len(value) == 1 else f"({inner})"
+        if isinstance(value, _Container):
+            if id(value) in self.seen:
+                return "<cycle>"
+            self.seen.add(id(value))
+            try:
+                if isinstance(value, _List):
+                    return "[" + self._seq(value.items, value.dropped, depth) + "]"
+                if isinstance(value, _Dict):
+                    pairs = [
+                        f"{self._render(k, depth + 1)}: {self._render(v, depth + 1)}"
+                        for k, v in value.items[: self._ITEMS]
+                    ]
+                    more = len(value.items) - len(pairs) + value.dropped
+                    return "{" + ", ".join(pairs + ([f"…+{more}"] if more else [])) + "}"
+                if isinstance(value, _Set):
+                    body = self._seq(value.items, value.dropped, depth)
+                    return f"frozenset({{{body}}})" if value.frozen else f"{{{body}}}"
+            finally:
+                self.seen.discard(id(value))
+        return f"<{type(value).__name__}>"
+
+    def _short(self, value: str | bytes) -> str:
+        if len(value) <= self._STR:
+            return repr(value)
+        return f"{value[: self._STR]!r}…(+{len(value) - self._STR})"
+
+    def _seq(self, items: Any, dropped: int, depth: int) -> str:
+        shown = [self._render(v, depth + 1) for v in list(items[: self._ITEMS])]
+        more = len(items) - len(shown) + dropped
+        return ", ".join(shown + ([f"…+{more}"] if more else []))
+
+    def _call(self, result: _Result, depth: int) -> str:
+        return f"{self.callable(result.func, depth)}({self.arguments(result.args, result.kwargs, depth)})"
+
+    def callable(self, func: Any, depth: int) -> str:
+        if depth > self._DEPTH:
+            return "…"
+        if isinstance(func, _Global):
+            return func.qualname
+        if isinstance(func, _Result):
+            return f"<result of {self._call(func, depth + 1)}>"
+        return self._render(func, depth + 1)
+
+    def arguments(self, args: Any, kwargs: Any, depth: int) -> str:
+        if isinstance(args, tuple):
+            parts = [self._render(a, depth + 1) for a in args[: self._ITEMS]]
+            if len(args) > self._ITEMS:
+                parts.append(f"…+{len(args) - self._ITEMS}")
+        else:
+            parts = [f"*{self._render(args, depth + 1)}"]
+        if kwargs is not None:
+            parts.append(f"**{self._render(kwargs, depth + 1)}")
+        return ", ".join(parts)
+
+
+def _describe_callable(func: Any, limit: int) -> str:
+    text = _Renderer(limit).callable(func, 0)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _describe_args(args: Any, kwargs: Any, limit: int) -> str:
+    if kwargs is None and isinstance(args, tuple):
+        text = _render(args, limit)
+    else:
+        text = "(" + _Renderer(limit).arguments(args, kwargs, 0) + ")"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------
+# Constant folding: the pure encodings pickles use to carry bytes
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, _ByteArray) and isinstance(value.data, bytes):
+        return value.data
+    if isinstance(value, _Result):
+        return value.folded
+    return None
+
+
+def _fold(module: str, name: str, args: Any, max_bytes: int) -> bytes | None:
+    """Evaluate a few pure, bounded encodings on constant arguments (never imports a codec)."""
+    if not isinstance(args, tuple) or not args:
+        return None
+    first = args[0]
+    try:
+        if (module, name) in {("_codecs", "encode"), ("codecs", "encode")}:
+            codec = args[1] if len(args) > 1 else "utf-8"
+            if isinstance(first, str) and isinstance(codec, str) and codec.lower() in _SAFE_CODECS:
+                return first.encode(codec.lower())
+            return None
+        if module in {"builtins", "io", "_io"} and name in {"bytes", "bytearray", "BytesIO"}:
+            if isinstance(first, str) and len(args) > 1 and isinstance(args[1], str):
+                return first.encode(args[1]) if args[1].lower() in _SAFE_CODECS else None
+            return _as_bytes(first)
+        if (module, name) in {("base64", "b64decode"), ("binascii", "a2b_base64")}:
+            data = first.encode("ascii") if isinstance(first, str) else _as_bytes(first)
+            return base64.b64decode(data) if data is not None else None
+        if (module, name) in {
+            ("binascii", "unhexlify"),
+            ("binascii", "a2b_hex"),
+            ("builtins", "bytes.fromhex"),
+        }:
+            data = first.encode("ascii") if isinstance(first, str) else _as_bytes(first)
+            return binascii.unhexlify(data) if data is not None else None
+        if (module, name) == ("zlib", "decompress"):
+            data = _as_bytes(first)
+            if data is None:
+                return None
+            inflater = zlib.decompressobj()
+            out = inflater.decompress(data, max_bytes)
+            return None if inflater.unconsumed_tail else out
+    except (ValueError, TypeError, LookupError, zlib.error):
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The stream reader pickletools parses from
+
+
+class _Elided:
+    """Stands in for a bytes argument that was skipped on the stream instead of read."""
+
+    __slots__ = ("head", "size")
+
+    def __init__(self, size: int, head: bytes) -> None:
+        self.size = size
+        self.head = head
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        # pickletools wraps BYTEARRAY8 data in bytearray(): hand it the head only.
+        return iter(self.head)
+
+
+_BYTES_OPCODES = frozenset({b"B", b"\x8e", b"\x96"})  # BINBYTES, BINBYTES8, BYTEARRAY8
+_CHUNK = 1 << 20
+
+
+class _Reader:
+    """The file object :func:`pickletools.genops` reads, with bounded reads.
+
+    It reads big arguments in chunks (a huge declared length never allocates that much), skips
+    the payload of oversized ``BINBYTES``/``BYTEARRAY8`` arguments instead of reading them,
+    bounds line lengths, keeps the raw text of the last two lines (``GLOBAL``/``INST``
+    arguments are decoded as the unpickler decodes them, not as pickletools does), and can
+    peek for the end of the stream between concatenated pickles.
+    """
+
+    def __init__(self, raw: BinaryIO, *, elide_over: int, max_line: int) -> None:
+        self._raw = raw
+        self._elide_over = min(elide_over, _CHUNK) if elide_over < _CHUNK else elide_over
+        self._max_line = max_line
+        self._pending = b""
+        self._pos = 0
+        # genops calls tell() right before reading each opcode: remember where it starts
+        # and which byte it is, so that an oversized bytes argument can be recognised.
+        self._op_start = -1
+        self._opcode = b""
+        self.lines: list[bytes] = []
+        #: The last argument skipped instead of read, until the machine takes it.
+        self.elided: _Elided | None = None
+        self.base = 0
+        self._remaining: int | None = None
+        try:
+            if raw.seekable():
+                self.base = raw.tell()
+                end = raw.seek(0, io.SEEK_END)
+                raw.seek(self.base)
+                self._remaining = max(0, end - self.base)
+        except (OSError, ValueError, AttributeError):
+            self._remaining = None
+
+    def tell(self) -> int:
+        self._op_start = self._pos
+        return self.base + self._pos
+
+    def position(self) -> int:
+        """The current offset in the file (unlike :meth:`tell`, for the analyser's own use)."""
+        return self.base + self._pos
+
+    def opcode_offset(self) -> int:
+        """Offset of the opcode being parsed (where a parse error belongs)."""
+        return self.base + max(self._op_start, 0)
+
+    def at_eof(self) -> bool:
+        if not self._pending:
+            self._pending = self._raw.read(1)
+        return not self._pending
+
+    def read(self, n: int = -1) -> Any:
+        if self._pending or n is None or n < 0 or n > self._elide_over:
+            return self._read_slow(n)
+        data = self._raw.read(n)
+        if self._pos == self._op_start:
+            self._opcode = data
+        self._pos += len(data)
+        return data
+
+    def _read_slow(self, n: int | None) -> Any:
+        if n is None or n < 0:
+            n = self._remaining if self._remaining is not None else 1 << 62
+        data: Any
+        if (
+            n > self._elide_over
+            and self._opcode in _BYTES_OPCODES
+            and self._pos - self._op_start in (5, 9)
+        ):
+            data = self._skip(n)
+        else:
+            data = self._take(n)
+        if self._pos == self._op_start:
+            self._opcode = data[:1] if isinstance(data, bytes) else b""
+        self._pos += len(data)
+        return data
+
+    def _take(self, n: int) -> bytes:
+        parts: list[bytes] = []
+        if self._pending and n > 0:
+            parts.append(self._pending)
+            n -= 1
+            self._pending = b""
+        while n > 0:
+            chunk = self._raw.read(min(n, _CHUNK))
+            if not chunk:
+                break
+            parts.append(chunk)
+            n -= len(chunk)
+        return b"".join(parts)
+
+    def _skip(self, n: int) -> Any:
+        head = self._take(64)
+        left = n - len(head)
+        if self._remaining is not None and self._pos + n <= self._remaining:
+            self._raw.seek(left, io.SEEK_CUR)
+            left = 0
+        else:
+            while left > 0:
+                chunk = self._raw.read(min(left, _CHUNK))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        if left:
+            self._pos += n - left
+            return b""  # short read: pickletools reports the truncation
+        self.elided = _Elided(n, head)
+        return self.elided
+
+    def readline(self, size: int = -1) -> bytes:
+        limit = self._max_line + 1
+        line = b""
+        if self._pending:
+            line, self._pending = self._pending, b""
+            if line == b"\n":
+                return self._line(line)
+            limit -= 1
+        line += self._raw.readline(limit)
+        return self._line(line)
+
+    def _line(self, line: bytes) -> bytes:
+        self._pos += len(line)
+        self.lines = [*self.lines[-1:], line]
+        return line
+
+    def last_names(self, encoding: str) -> tuple[str, str]:
+        """The module and name a ``GLOBAL``/``INST`` just read, decoded like the unpickler."""
+        module, name = (line[:-1] for line in self.lines[-2:])
+        return module.decode(encoding), name.decode(encoding)
+
+
+# --------------------------------------------------------------------------------------------
+# The machine
+
+
+class _ParseError(Exception):
+    """pickletools could not parse the stream."""
+
+
+class _VMError(Exception):
+    """The stream parses but a real unpickler would fail here (underflow, memo miss, ...)."""
+
+
+class _LimitError(Exception):
+    """A resource limit was reached."""
+
+
+def _guarded(gen: Iterator[Any]) -> Iterator[Any]:
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration:
+            return
+        except Exception as exc:  # hostile input: any parser failure becomes a finding
+            raise _ParseError(f"{type(exc).__name__}: {exc}") from None
+        yield item
+
+
+@dataclass(eq=False)
+class _Event:
+    kind: str
+    severity: Severity
+    title: str
+    detail: str
+    remediation: str
+    evidence: dict[str, Any]
+    count: int = 1
+
+
+class _Analysis:
+    """State shared by every pickle of one analysis, nested ones included."""
+
+    def __init__(
+        self,
+        *,
+        policy: PicklePolicy,
+        ecosystems: tuple[str, ...],
+        limits: PickleLimits,
+        origin: str,
+        max_depth: int,
+    ) -> None:
+        self.policy = policy
+        self.ecosystems = ecosystems
+        self.limits = limits
+        self.origin = origin
+        self.max_depth = max_depth
+        self.opcodes = 0
+        self.globals: list[GlobalRef] = []
+        self.calls: list[Call] = []
+        self.protocol: int | None = None
+        self.pickles = 0
+        self.complete = True
+        self.stopped = False
+        self._aggs: dict[tuple[Any, ...], _Agg] = {}
+        self._overflow = 0
+        self._events: dict[tuple[Any, ...], _Event] = {}
+        self._nested: set[bytes] = set()
+        # Folding (decoding bytes for nested pickles) may produce more than the input holds
+        # (zlib, a memoised string encoded many times): bound the total.
+        self.fold_budget = 4 * limits.max_const_bytes
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def run_stream(self, raw: BinaryIO, *, depth: int, via: str) -> int:
+        reader = _Reader(
+            raw, elide_over=self.limits.max_const_bytes, max_line=self.limits.max_const_bytes
+        )
+        memo: dict[Any, Any] = {}
+        index = 0
+        while not self.stopped:
+            if reader.at_eof():
+                if index == 0:
+                    self.malformed(depth, via, 0, reader.position(), "the stream is empty")
+                break
+            machine = _Machine(self, reader, memo, index=index, depth=depth, via=via)
+            proceed = machine.run()
+            index += 1
+            if depth == 0:
+                self.pickles = index
+                if machine.protocol is not None:
+                    self.protocol = max(self.protocol or 0, machine.protocol)
+            if not proceed:
+                break
+        return index
+
+    def count_opcode(self) -> None:
+        self.opcodes += 1
+        if self.opcodes > self.limits.max_opcodes:
+            raise _LimitError(f"more than {self.limits.max_opcodes} opcodes")
+
+    # -- records ----------------------------------------------------------------------------
+
+    def record_global(self, g: _Global, machine: _Machine, *, after_error: bool = False) -> None:
+        if len(self.globals) < self.limits.max_records:
+            self.globals.append(
+                GlobalRef(
+                    g.module,
+                    g.name,
+                    g.offset,
+                    g.judgement.verdict.value,
+                    machine.index,
+                    machine.depth,
+                )
+            )
+        if g.judgement.verdict is Verdict.ALLOWED:
+            return
+        key = (machine.depth, machine.via, machine.index, g.module, g.name, g.judgement.verdict)
+        agg = self._aggs.get(key)
+        if agg is None:
+            if len(self._aggs) >= self.limits.max_findings:
+                self._overflow += 1
+                return
+            agg = _Agg(g.module, g.name, g.judgement, machine.index, machine.depth, machine.via)
+            self._aggs[key] = agg
+        agg.count += 1
+        if len(agg.offsets) < 10:
+            agg.offsets.append(g.offset)
+        agg.after_error = agg.after_error or after_error
+        g.agg = agg
+
+    def record_call(self, call: Call) -> None:
+        if len(self.calls) < self.limits.max_records:
+            self.calls.append(call)
+
+    def event(
+        self,
+        machine: _Machine | None,
+        kind: str,
+        severity: Severity,
+        title: str,
+        detail: str,
+        *,
+        key: str = "",
+        remediation: str = _REMEDIATION_DANGEROUS,
+        depth: int = 0,
+        via: str = "",
+        index: int = 0,
+        **evidence: Any,
+    ) -> None:
+        if machine is not None:
+            depth, via, index = machine.depth, machine.via, machine.index
+        dedup = (kind, depth, via, index, key)
+        existing = self._events.get(dedup)
+        if existing is not None:
+            existing.count += 1
+            return
+        if len(self._events) >= self.limits.max_findings:
+            self._overflow += 1
+            return
+        full = {"pickle_index": index, "depth": depth, **evidence}
+        if via:
+            full["via"] = via
+        self._events[dedup] = _Event(kind, severity, title, detail, remediation, full)
+
+    def malformed(self, depth: int, via: str, index: int, offset: int, message: str) -> None:
+        self.complete = False
+        self.event(
+            None,
+            "malformed",
+            Severity.MEDIUM,
+            "Malformed pickle, cannot be analysed fully",
+            f"At offset {offset}: {message}. The analysis covers the opcodes before this point "
+            "(an unpickler may already have run them); nothing after it is known to be safe.",
+            key=str(offset),
+            remediation=_REMEDIATION_MALFORMED,
+            depth=depth,
+            via=via,
+            index=index,
+            offset=offset,
+            error=message[:200],
+        )
+
+    def limit_reached(self, machine: _Machine, message: str) -> None:
+        self.complete = False
+        self.stopped = True
+        self.event(
+            machine,
+            "limit",
+            Severity.MEDIUM,
+            "Pickle analysis stopped at a resource limit",
+            f"At offset {machine.offset}: {message}. The rest of the stream was not analysed.",
+            remediation=_REMEDIATION_MALFORMED,
+            offset=machine.offset,
+            error=message,
+        )
+
+    # -- nested pickles ---------------------------------------------------------------------
+
+    def nested(self, machine: _Machine, func: _Global, payload: Any, offset: int) -> str:
+        """Analyse bytes passed to a pickle loader; returns a note for the loader's finding."""
+        data = _as_bytes(payload)
+        if data is None and isinstance(payload, str):
+            try:
+                data = payload.encode("latin-1")
+            except UnicodeEncodeError:
+                data = None
+        reason = ""
+        if isinstance(payload, _BigBytes):
+            reason = f"the payload ({payload.size} bytes) is larger than the analysis keeps"
+        elif data is None:
+            reason = "the payload is not a constant the analyser can resolve"
+        elif machine.depth + 1 > self.max_depth:
+            reason = f"nesting is deeper than max_depth={self.max_depth}"
+        if reason:
+            self.event(
+                machine,
+                "nested-unanalysed",
+                Severity.MEDIUM,
+                "Nested pickle could not be analysed",
+                f"{func.qualname} at offset {offset} deserialises a payload that was not "
+                f"analysed: {reason}.",
+                key=reason,
+                offset=offset,
+                callable=func.qualname,
+            )
+            return f"nested payload not analysed: {reason}"
+        assert data is not None
+        digest = hashlib.sha256(data).digest()
+        if digest in self._nested:
+            return "nested payload already analysed (same bytes earlier in the file)"
+        self._nested.add(digest)
+        here = f"{func.qualname} at offset {offset} of pickle {machine.index}"
+        via = f"{here} < {machine.via}" if machine.via else here
+        count = self.run_stream(io.BytesIO(data), depth=machine.depth + 1, via=via)
+        return f"nested payload analysed ({len(data)} bytes, {count} pickle(s), depth {machine.depth + 1})"
+
+    # -- findings ---------------------------------------------------------------------------
+
+    def findings(self) -> list[Finding]:
+        params = {"ecosystems": list(self.ecosystems), "max_depth": self.max_depth}
+        out: list[tuple[tuple[Any, ...], Finding]] = []
+        for agg in self._aggs.values():
+            severity, title, detail, remediation = self._describe(agg)
+            evidence = self._evidence(agg)
+            finding = Finding(
+                check=CHECK_ID,
+                severity=severity,
+                title=title,
+                detail=detail,
+                evidence=evidence,
+                remediation=remediation,
+                refs=REFS,
+                plugin_id=PLUGIN_ID,
+                plugin_version=PLUGIN_VERSION,
+                params=params,
+            )
+            out.append(
+                (
+                    (-severity, agg.depth, agg.pickle_index, agg.offsets[0] if agg.offsets else 0),
+                    finding,
+                )
+            )
+        for event in self._events.values():
+            evidence = {"path": self.origin, **event.evidence}
+            if event.count > 1:
+                evidence["occurrences"] = event.count
+            finding = Finding(
+                check=CHECK_ID,
+                severity=event.severity,
+                title=event.title,
+                detail=event.detail,
+                evidence=evidence,
+                remediation=event.remediation,
+                refs=REFS,
+                plugin_id=PLUGIN_ID,
+                plugin_version=PLUGIN_VERSION,
+                params=params,
+            )
+            order = (
+                -event.severity,
+                evidence.get("depth", 0),
+                evidence.get("pickle_index", 0),
+                evidence.get("offset", 0),
+            )
+            out.append((order, finding))
+        if self._overflow:
+            out.append(
+                (
+                    (-Severity.MEDIUM, 0, 0, 0),
+                    Finding(
+                        check=CHECK_ID,
+                        severity=Severity.MEDIUM,
+                        title="More pickle findings than reported",
+                        detail=f"{self._overflow} further flagged imports or events were not reported individually.",
+                        evidence={"path": self.origin, "omitted": self._overflow},
+                        remediation=_REMEDIATION_DANGEROUS,
+                        refs=REFS,
+                        plugin_id=PLUGIN_ID,
+                        plugin_version=PLUGIN_VERSION,
+                        params=params,
+                    ),
+                )
+            )
+        out.sort(key=lambda pair: pair[0])
+        return [f for _, f in out]
+
+    def _describe(self, agg: _Agg) -> tuple[Severity, str, str, str]:
+        limit = self.limits.max_evidence_chars
+        qual = f"{agg.module}.{agg.name}"
+        qual = qual if len(qual) <= 120 else qual[:119] + "…"
+        where = "a nested pickle" if agg.depth else "the pickle"
+        called = ""
+        if agg.calls:
+            opcode, offset, args = agg.calls[0]
+            called = f" It is called ({opcode} at offset {offset}) with {args[:limit]}."
+        verdict = agg.judgement.verdict
+        if verdict is Verdict.DENIED:
+            severity = agg.judgement.severity or Severity.CRITICAL
+            return (
+                severity,
+                f"Dangerous import in pickle: {qual}",
+                f"{where.capitalize()} imports {qual}, which {agg.judgement.reason}.{called} "
+                "Loading the file imports it, and a pickle imports a callable in order to call it.",
+                _REMEDIATION_DANGEROUS,
+            )
+        if verdict is Verdict.UNRESOLVABLE:
+            return (
+                Severity.CRITICAL,
+                "Pickle import cannot be resolved statically",
+                f"{where.capitalize()} imports a global whose module or name is computed while "
+                f"loading ({qual}), so no scanner can tell what it imports.{called} Benign "
+                "pickles name their globals with constant strings.",
+                _REMEDIATION_DANGEROUS,
+            )
+        if verdict is Verdict.EXTENSION:
+            return (
+                Severity.HIGH,
+                f"Pickle imports through extension code {agg.name}",
+                f"{where.capitalize()} uses an EXT opcode: the import is looked up in the loading "
+                f"process's copyreg extension registry and cannot be resolved statically.{called}",
+                _REMEDIATION_DANGEROUS,
+            )
+        severity = Severity.HIGH if agg.invoked else Severity.MEDIUM
+        action = "imports and calls" if agg.invoked else "imports"
+        return (
+            severity,
+            f"Unknown import in pickle: {qual}",
+            f"{where.capitalize()} {action} {qual}, which is not on the allowlist of the "
+            f"ecosystems scanned ({', '.join(self.ecosystems)}).{called} Unpickling runs the "
+            "import (and the module's import-time code); an unknown callable may do anything.",
+            _REMEDIATION_UNKNOWN,
+        )
+
+    def _evidence(self, agg: _Agg) -> dict[str, Any]:
+        evidence: dict[str, Any] = {
+            "path": self.origin,
+            "offset": agg.offsets[0] if agg.offsets else 0,
+            "pickle_index": agg.pickle_index,
+            "depth": agg.depth,
+            "module": agg.module,
+            "name": agg.name,
+            "callable": f"{agg.module}.{agg.name}",
+            "args": agg.calls[0][2] if agg.calls else None,
+            "verdict": agg.judgement.verdict.value,
+            "reason": agg.judgement.reason,
+            "occurrences": agg.count,
+            "calls": agg.call_count,
+        }
+        if agg.calls:
+            evidence["call_offset"] = agg.calls[0][1]
+            evidence["call_opcode"] = agg.calls[0][0]
+        if len(agg.offsets) > 1:
+            evidence["offsets"] = list(agg.offsets)
+        if agg.judgement.rule:
+            evidence["rule"] = agg.judgement.rule
+        if agg.judgement.sources:
+            evidence["sources"] = list(agg.judgement.sources)
+        if agg.via:
+            evidence["via"] = agg.via
+        if agg.notes:
+            evidence["nested"] = list(agg.notes)
+        if agg.after_error:
+            evidence["after_error"] = True
+        return evidence
+
+
+class _Machine:
+    """One pickle: its stack, mark stack and protocol (the memo is the stream's)."""
+
+    _handlers: dict[str, Any] | None = None
+
+    def __init__(
+        self,
+        analysis: _Analysis,
+        reader: _Reader,
+        memo: dict[Any, Any],
+        *,
+        index: int,
+        depth: int,
+        via: str,
+    ) -> None:
+        self.analysis = analysis
+        self.reader = reader
+        self.memo = memo
+        self.index = index
+        self.depth = depth
+        self.via = via
+        self.limits = analysis.limits
+        self.stack: list[Any] = []
+        self.metastack: list[list[Any]] = []
+        self.size = 0
+        self.proto = 0
+        self.protocol: int | None = None
+        self.offset = reader.position()
+
+    # -- driver -----------------------------------------------------------------------------
+
+    def run(self) -> bool:
+        """Analyse one pickle; ``False`` when the stream cannot continue after it."""
+        gen = pickletools.genops(self.reader)  # type: ignore[arg-type]  # duck-typed file
+        analysis = self.analysis
+        handlers = self._table()
+        max_opcodes = self.limits.max_opcodes
+        highest = -1
+        try:
+            while True:
+                try:
+                    opcode, arg, pos = next(gen)
+                except StopIteration:
+                    return True
+                except Exception as exc:  # hostile input: any parser failure is a finding
+                    raise _ParseError(f"{type(exc).__name__}: {exc}") from None
+                analysis.opcodes += 1
+                if analysis.opcodes > max_opcodes:
+                    raise _LimitError(f"more than {max_opcodes} opcodes")
+                self.offset = pos if pos is not None else self.offset
+                if opcode.proto > highest:
+                    highest = opcode.proto
+                    self.protocol = max(self.protocol or 0, highest)
+                handlers[opcode.name](self, arg)
+                if opcode.name == "STOP":
+                    return True
+        except _ParseError as exc:
+            analysis.malformed(
+                self.depth, self.via, self.index, self.reader.opcode_offset(), str(exc)
+            )
+            return False
+        except _VMError as exc:
+            analysis.malformed(self.depth, self.via, self.index, self.offset, str(exc))
+            return self._lint(gen)
+        except _LimitError as exc:
+            analysis.limit_reached(self, str(exc))
+            return False
+
+    def _lint(self, gen: Iterator[Any]) -> bool:
+        """After a load would have failed, keep reading to the STOP and flag imports anyway."""
+        try:
+            for opcode, _arg, pos in _guarded(gen):
+                self.analysis.count_opcode()
+                self.offset = pos
+                if opcode.name in ("GLOBAL", "INST"):
+                    try:
+                        module, name = self.reader.last_names("utf-8")
+                    except UnicodeDecodeError:
+                        continue
+                    self.analysis.record_global(self._resolve(module, name), self, after_error=True)
+                elif opcode.name == "PROTO":
+                    self.proto = _arg
+                elif opcode.name == "STOP":
+                    return True
+        except _ParseError as exc:
+            self.analysis.malformed(
+                self.depth, self.via, self.index, self.reader.opcode_offset(), str(exc)
+            )
+        except _LimitError as exc:
+            self.analysis.limit_reached(self, str(exc))
+        return False
+
+    @classmethod
+    def _table(cls) -> dict[str, Any]:
+        """Handler per pickletools opcode name (built once per class)."""
+        table = cls.__dict__.get("_handlers")
+        if not table:
+            table = {
+                op.name: getattr(cls, f"op_{op.name}", cls.op_unsupported)
+                for op in pickletools.opcodes
+            }
+            cls._handlers = table
+        return table
+
+    # -- stack ------------------------------------------------------------------------------
+
+    def push(self, value: Any) -> None:
+        self.stack.append(value)
+        self.size += 1
+        if self.size > self.limits.max_stack:
+            raise _LimitError(f"more than {self.limits.max_stack} values on the stack")
+
+    def pop(self) -> Any:
+        if not self.stack:
+            raise _VMError("stack underflow")
+        self.size -= 1
+        return self.stack.pop()
+
+    def top(self) -> Any:
+        if not self.stack:
+            raise _VMError("stack underflow")
+        return self.stack[-1]
+
+    def pop_mark(self) -> list[Any]:
+        if not self.metastack:
+            raise _VMError("MARK expected but not found")
+        items = self.stack
+        self.stack = self.metastack.pop()
+        self.size -= len(items) + 1
+        return items
+
+    # -- values -----------------------------------------------------------------------------
+
+    def const_str(self, value: str) -> Any:
+        if len(value) > self.limits.max_const_bytes:
+            return _BigStr(len(value), value[:64])
+        return value
+
+    def const_bytes(self, value: Any) -> Any:
+        elided, self.reader.elided = self.reader.elided, None
+        if elided is not None:
+            return _BigBytes(elided.size, elided.head)
+        if len(value) > self.limits.max_const_bytes:
+            return _BigBytes(len(value), bytes(value[:64]))
+        return bytes(value)
+
+    # -- imports ----------------------------------------------------------------------------
+
+    def _resolve(self, module: str, name: str) -> _Global:
+        """Judge an import as the unpickler would perform it (renaming for protocols 0-2)."""
+        policy, ecos = self.analysis.policy, self.analysis.ecosystems
+        raw = (module, name)
+        if self.proto < 3:
+            if raw in NAME_MAPPING:
+                module, name = NAME_MAPPING[raw]
+            elif module in IMPORT_MAPPING:
+                module = IMPORT_MAPPING[module]
+        judgement = policy.judge(module, name, ecos)
+        if raw != (module, name) and judgement.verdict is not Verdict.DENIED:
+            other = policy.judge(*raw, ecos)
+            if other.verdict is Verdict.DENIED:
+                judgement = other
+        return _Global(module, name, self.offset, judgement)
+
+    def import_global(self, module: str, name: str) -> _Global:
+        g = self._resolve(module, name)
+        self.analysis.record_global(g, self)
+        return g
+
+    def _names(self, encoding: str) -> tuple[str, str]:
+        try:
+            return self.reader.last_names(encoding)
+        except (UnicodeDecodeError, ValueError):
+            raise _VMError(f"module or name is not valid {encoding}") from None
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def call(self, func: Any, args: Any, kwargs: Any, opcode: str) -> _Result:
+        analysis, limit = self.analysis, self.limits.max_evidence_chars
+        result = _Result(func, args, kwargs, self.offset, opcode)
+        callable_text = _describe_callable(func, limit)
+        args_text = _describe_args(args, kwargs, limit)
+        analysis.record_call(
+            Call(callable_text, args_text, self.offset, opcode, self.index, self.depth)
+        )
+        if isinstance(func, _Global):
+            agg = func.agg
+            if agg is not None:
+                agg.call_count += 1
+                agg.invoked = agg.invoked or opcode in _INVOKING_OPCODES
+                if len(agg.calls) < 5:
+                    agg.calls.append((opcode, self.offset, args_text))
+            if analysis.fold_budget > 0:
+                result.folded = _fold(func.module, func.name, args, self.limits.max_const_bytes)
+                if result.folded is not None:
+                    analysis.fold_budget -= len(result.folded)
+            if func.judgement.verdict is Verdict.ALLOWED:
+                self._check_arguments(func, args)
+            if analysis.policy.is_loader(func.module, func.name):
+                payload = _first_argument(args, kwargs)
+                note = analysis.nested(self, func, payload, self.offset)
+                if agg is not None and len(agg.notes) < 5:
+                    agg.notes.append(note)
+        else:
+            analysis.event(
+                self,
+                "indirect-call",
+                Severity.HIGH,
+                "Pickle calls a computed object",
+                f"{opcode} at offset {self.offset} calls {callable_text}, which is not an "
+                "imported global but a value built while loading (for example the result of "
+                "getattr). Benign pickles only call the globals they import.",
+                key="",
+                offset=self.offset,
+                callable=callable_text,
+                args=args_text,
+            )
+        return result
+
+    def _check_arguments(self, func: _Global, args: Any) -> None:
+        """Allowed helpers that call what they are given must be given imports, not results."""
+        key = (func.module, func.name)
+        positions = _CALLABLE_PARAMETERS.get(key, ())
+        if isinstance(args, tuple):
+            for i in positions:
+                if i < len(args) and isinstance(args[i], (_Result, _Opaque)):
+                    text = _render(args[i], self.limits.max_evidence_chars)
+                    self.analysis.event(
+                        self,
+                        "computed-callable-argument",
+                        Severity.HIGH,
+                        "Pickle passes a computed object where a class or function is expected",
+                        f"{func.qualname} at offset {self.offset} calls or instantiates its "
+                        f"argument {i}, which is {text}: a value built while loading, not an "
+                        "import the policy could judge.",
+                        key="",
+                        offset=self.offset,
+                        callable=func.qualname,
+                        args=text,
+                    )
+        if key in _CODEC_CALLS and isinstance(args, tuple) and len(args) > 1:
+            codec = args[1]
+            if not (isinstance(codec, str) and codec.lower() in _SAFE_CODECS):
+                text = _render(codec, self.limits.max_evidence_chars)
+                self.analysis.event(
+                    self,
+                    "codec",
+                    Severity.MEDIUM,
+                    "Pickle encodes with an unexpected codec",
+                    f"{func.qualname} at offset {self.offset} looks up codec {text}; pickles "
+                    "only use latin1 for bytes, and a codec lookup imports a module.",
+                    key="",
+                    offset=self.offset,
+                    callable=func.qualname,
+                    args=text,
+                )
+
+    def build(self, inst: Any, state: Any) -> None:
+        limit = self.limits.max_evidence_chars
+        if isinstance(inst, _Global):
+            self.mutates_global(inst, "BUILD", state)
+            return
+        if not isinstance(inst, _Result):
+            return
+        cls = _instance_class(inst)
+        target = cls.qualname if cls is not None else _describe_callable(inst, limit)
+        state_text = _render(state, limit)
+        self.analysis.record_call(
+            Call(f"{target}.__setstate__", state_text, self.offset, "BUILD", self.index, self.depth)
+        )
+        if cls is not None and cls.judgement.verdict in (Verdict.UNKNOWN, Verdict.EXTENSION):
+            self.analysis.event(
+                self,
+                "untrusted-setstate",
+                Severity.MEDIUM,
+                f"Pickle restores state into a non-allowlisted class: {target[:120]}",
+                f"BUILD at offset {self.offset} hands state to an instance of {target}, which is "
+                "not on the allowlist; its __setstate__ (if any) runs with that state.",
+                key=target,
+                offset=self.offset,
+                callable=f"{target}.__setstate__",
+                args=state_text,
+            )
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], _Dict):
+            dunders = [k for k, _ in state[1].items if isinstance(k, str) and k.startswith("__")]
+            if dunders:
+                self.analysis.event(
+                    self,
+                    "dunder-state",
+                    Severity.HIGH,
+                    "Pickle sets special attributes while restoring state",
+                    f"BUILD at offset {self.offset} sets {', '.join(map(repr, dunders[:5]))} on "
+                    f"an instance of {target} with setattr (slot state); benign pickles never "
+                    "set dunder attributes.",
+                    key="",
+                    offset=self.offset,
+                    callable=f"{target}.__setstate__",
+                    args=state_text,
+                )
+
+    def mutates_global(self, target: _Global, opcode: str, payload: Any) -> None:
+        limit = self.limits.max_evidence_chars
+        self.analysis.event(
+            self,
+            "mutates-global",
+            Severity.CRITICAL,
+            f"Pickle modifies an imported object: {target.qualname[:120]}",
+            f"{opcode} at offset {self.offset} changes {target.qualname} itself (not an "
+            "instance of it), patching code other than the pickle's; benign pickles never "
+            "do this.",
+            key=target.qualname,
+            offset=self.offset,
+            callable=target.qualname,
+            args=_render(payload, limit),
+        )
+
+    def mutate(self, target: Any, items: list[Any], opcode: str) -> None:
+        if isinstance(target, _Global):
+            self.mutates_global(target, opcode, items)
+        elif isinstance(target, _List):
+            if opcode not in ("APPEND", "APPENDS"):
+                raise _VMError(f"{opcode} on a list")
+            target.extend(items)
+        elif isinstance(target, _Dict):
+            if opcode not in ("SETITEM", "SETITEMS"):
+                raise _VMError(f"{opcode} on a dict")
+            target.extend(items)
+        elif isinstance(target, _Set):
+            if opcode != "ADDITEMS" or target.frozen:
+                raise _VMError(f"{opcode} on a {'frozenset' if target.frozen else 'set'}")
+            target.extend(items)
+        elif not isinstance(target, (_Result, _Opaque, _ByteArray)):
+            raise _VMError(f"{opcode} on a {type(target).__name__}")
+
+    def persistent(self, pid: Any) -> _Opaque:
+        analysis = self.analysis
+        torch_storage = (
+            "torch" in analysis.ecosystems
+            and isinstance(pid, tuple)
+            and len(pid) >= 2
+            and pid[0] == "storage"
+            and isinstance(pid[1], _Global)
+            and pid[1].judgement.verdict is Verdict.ALLOWED
+        )
+        if torch_storage:
+            analysis.event(
+                self,
+                "torch-storage",
+                Severity.INFO,
+                "PyTorch storage references in pickle",
+                "The pickle refers to tensor storages by persistent id; torch.load resolves them "
+                "from the checkpoint archive, without importing anything.",
+                remediation="",
+                offset=self.offset,
+            )
+            return _Opaque(f"torch storage {_render(pid[2] if len(pid) > 2 else '', 40)}")
+        text = _render(pid, self.limits.max_evidence_chars)
+        analysis.event(
+            self,
+            "persistent-id",
+            Severity.LOW,
+            "Pickle uses persistent ids",
+            "Persistent ids are resolved by the loading application's persistent_load hook, "
+            "whose behaviour the analyser cannot see; a plain pickle.load refuses them.",
+            remediation="Check which application loads this file and how it resolves persistent ids.",
+            offset=self.offset,
+            args=text,
+        )
+        return _Opaque(f"persistent id {text[:60]}")
+
+    # -- opcode handlers (names follow pickletools) -----------------------------------------
+
+    def op_unsupported(self, arg: Any) -> None:
+        raise _VMError("opcode not supported by this analyser")
+
+    def op_PROTO(self, arg: int) -> None:
+        self.proto = arg
+        self.protocol = max(self.protocol or 0, arg)
+
+    def op_FRAME(self, arg: int) -> None:
+        pass
+
+    def op_STOP(self, arg: None) -> None:
+        self.pop()
+
+    def op_MARK(self, arg: None) -> None:
+        self.metastack.append(self.stack)
+        self.stack = []
+        self.size += 1
+        if self.size > self.limits.max_stack:
+            raise _LimitError(f"more than {self.limits.max_stack} values on the stack")
+
+    def op_POP(self, arg: None) -> None:
+        # Both unpicklers pop a MARK when the current frame is empty.
+        if self.stack:
+            self.pop()
+        else:
+            self.pop_mark()
+
+    def op_POP_MARK(self, arg: None) -> None:
+        self.pop_mark()
+
+    def op_DUP(self, arg: None) -> None:
+        self.push(self.top())
+
+    def op_const(self, arg: Any) -> None:
+        self.push(arg)
+
+    op_INT = op_BININT = op_BININT1 = op_BININT2 = op_const
+    op_LONG = op_LONG1 = op_LONG4 = op_FLOAT = op_BINFLOAT = op_const
+
+    def op_str(self, arg: str) -> None:
+        self.push(self.const_str(arg))
+
+    op_STRING = op_BINSTRING = op_SHORT_BINSTRING = op_str
+    op_UNICODE = op_SHORT_BINUNICODE = op_BINUNICODE = op_BINUNICODE8 = op_str
+
+    def op_bytes(self, arg: Any) -> None:
+        self.push(self.const_bytes(arg))
+
+    op_BINBYTES = op_SHORT_BINBYTES = op_BINBYTES8 = op_bytes
+
+    def op_BYTEARRAY8(self, arg: Any) -> None:
+        self.push(_ByteArray(self.const_bytes(arg)))
+
+    def op_NEXT_BUFFER(self, arg: None) -> None:
+        self.push(_Opaque("out-of-band buffer"))
+
+    def op_READONLY_BUFFER(self, arg: None) -> None:
+        self.top()
+
+    def op_NONE(self, arg: None) -> None:
+        self.push(None)
+
+    def op_NEWTRUE(self, arg: None) -> None:
+        self.push(True)
+
+    def op_NEWFALSE(self, arg: None) -> None:
+        self.push(False)
+
+    def op_EMPTY_LIST(self, arg: None) -> None:
+        self.push(_List(self.limits.max_container_items))
+
+    def op_EMPTY_DICT(self, arg: None) -> None:
+        self.push(_Dict(self.limits.max_container_items))
+
+    def op_EMPTY_SET(self, arg: None) -> None:
+        self.push(_Set(self.limits.max_container_items))
+
+    def op_EMPTY_TUPLE(self, arg: None) -> None:
+        self.push(())
+
+    def op_LIST(self, arg: None) -> None:
+        self.push(_List(self.limits.max_container_items, self.pop_mark()))
+
+    def op_TUPLE(self, arg: None) -> None:
+        self.push(tuple(self.pop_mark()))
+
+    def op_TUPLE1(self, arg: None) -> None:
+        self.push((self.pop(),))
+
+    def op_TUPLE2(self, arg: None) -> None:
+        second = self.pop()
+        self.push((self.pop(), second))
+
+    def op_TUPLE3(self, arg: None) -> None:
+        third = self.pop()
+        second = self.pop()
+        self.push((self.pop(), second, third))
+
+    def op_DICT(self, arg: None) -> None:
+        self.push(_Dict(self.limits.max_container_items, _pairs(self.pop_mark(), "DICT")))
+
+    def op_FROZENSET(self, arg: None) -> None:
+        self.push(_Set(self.limits.max_container_items, self.pop_mark(), frozen=True))
+
+    def op_APPEND(self, arg: None) -> None:
+        value = self.pop()
+        self.mutate(self.top(), [value], "APPEND")
+
+    def op_APPENDS(self, arg: None) -> None:
+        items = self.pop_mark()
+        self.mutate(self.top(), items, "APPENDS")
+
+    def op_SETITEM(self, arg: None) -> None:
+        value = self.pop()
+        key = self.pop()
+        self.mutate(self.top(), [(key, value)], "SETITEM")
+
+    def op_SETITEMS(self, arg: None) -> None:
+        pairs = _pairs(self.pop_mark(), "SETITEMS")
+        self.mutate(self.top(), pairs, "SETITEMS")
+
+    def op_ADDITEMS(self, arg: None) -> None:
+        items = self.pop_mark()
+        self.mutate(self.top(), items, "ADDITEMS")
+
+    def op_get(self, arg: Any) -> None:
+        if arg not in self.memo:
+            raise _VMError(f"memo key {arg!r} was never stored")
+        self.push(self.memo[arg])
+
+    op_GET = op_BINGET = op_LONG_BINGET = op_get
+
+    def op_put(self, arg: Any) -> None:
+        if not isinstance(arg, int) or arg < 0:
+            raise _VMError(f"invalid memo key {arg!r}")
+        self.memo[arg] = self.top()
+
+    op_PUT = op_BINPUT = op_LONG_BINPUT = op_put
+
+    def op_MEMOIZE(self, arg: None) -> None:
+        self.memo[len(self.memo)] = self.top()
+
+    def op_GLOBAL(self, arg: str) -> None:
+        module, name = self._names("utf-8")
+        self.push(self.import_global(module, name))
+
+    def op_STACK_GLOBAL(self, arg: None) -> None:
+        name = self.pop()
+        module = self.pop()
+        if isinstance(module, _BigStr):
+            module = module.head + "…"
+        if isinstance(name, _BigStr):
+            name = name.head + "…"
+        if type(module) is str and type(name) is str:
+            self.push(self.import_global(module, name))
+            return
+        symbolic = (_Global, _Result, _Opaque, _Container, _ByteArray)
+        if isinstance(module, symbolic) or isinstance(name, symbolic):
+            limit = self.limits.max_evidence_chars
+            g = _Global(
+                _render(module, limit),
+                _render(name, limit),
+                self.offset,
+                Judgement(
+                    Verdict.UNRESOLVABLE,
+                    "STACK_GLOBAL operands are not constant strings",
+                    severity=Severity.CRITICAL,
+                ),
+            )
+            self.analysis.record_global(g, self)
+            self.push(g)
+            return
+        raise _VMError("STACK_GLOBAL requires two strings")
+
+    def op_ext(self, arg: int) -> None:
+        g = _Global(
+            "<extension>",
+            str(arg),
+            self.offset,
+            Judgement(
+                Verdict.EXTENSION,
+                "extension code import, unresolvable statically",
+                severity=Severity.HIGH,
+            ),
+        )
+        self.analysis.record_global(g, self)
+        self.push(g)
+
+    op_EXT1 = op_EXT2 = op_EXT4 = op_ext
+
+    def op_REDUCE(self, arg: None) -> None:
+        args = self.pop()
+        func = self.pop()
+        self.push(self.call(func, args, None, "REDUCE"))
+
+    def op_NEWOBJ(self, arg: None) -> None:
+        args = self.pop()
+        cls = self.pop()
+        self.push(self.call(cls, args, None, "NEWOBJ"))
+
+    def op_NEWOBJ_EX(self, arg: None) -> None:
+        kwargs = self.pop()
+        args = self.pop()
+        cls = self.pop()
+        self.push(self.call(cls, args, kwargs, "NEWOBJ_EX"))
+
+    def op_INST(self, arg: str) -> None:
+        module, name = self._names("ascii")
+        cls = self.import_global(module, name)
+        args = tuple(self.pop_mark())
+        self.push(self.call(cls, args, None, "INST"))
+
+    def op_OBJ(self, arg: None) -> None:
+        items = self.pop_mark()
+        if not items:
+            raise _VMError("OBJ without a class")
+        self.push(self.call(items[0], tuple(items[1:]), None, "OBJ"))
+
+    def op_BUILD(self, arg: None) -> None:
+        state = self.pop()
+        self.build(self.top(), state)
+
+    def op_PERSID(self, arg: str) -> None:
+        self.push(self.persistent(arg))
+
+    def op_BINPERSID(self, arg: None) -> None:
+        self.push(self.persistent(self.pop()))
+
+
+def _pairs(items: list[Any], opcode: str) -> list[tuple[Any, Any]]:
+    if len(items) % 2:
+        raise _VMError(f"odd number of items for {opcode}")
+    return list(zip(items[::2], items[1::2], strict=True))
+
+
+def _instance_class(result: _Result) -> _Global | None:
+    """The class an object built by a call is an instance of, when it is an import."""
+    func = result.func
+    if not isinstance(func, _Global):
+        return None
+    if (func.module, func.name) in _RECONSTRUCTORS:
+        args = result.args
+        if isinstance(args, tuple) and args and isinstance(args[0], _Global):
+            return args[0]
+    return func
+
+
+def _first_argument(args: Any, kwargs: Any) -> Any:
+    if isinstance(args, tuple) and args:
+        return args[0]
+    if isinstance(kwargs, _Dict):
+        for key, value in kwargs.items:
+            if key in ("data", "file", "f", "filepath_or_buffer"):
+                return value
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def analyse_pickle(
+    data: bytes | bytearray | memoryview | BinaryIO,
+    *,
+    origin: str = "",
+    ecosystems: Iterable[str] | None = None,
+    max_depth: int = 3,
+    policy: PicklePolicy | None = None,
+    limits: PickleLimits | None = None,
+) -> PickleReport:
+    """Analyse a pickle stream without unpickling it.
+
+    Nothing named in the stream is imported or called: the opcodes are parsed with
+    :func:`pickletools.genops` and executed on symbolic values. A malformed or hostile stream
+    gives findings, never an exception.
+
+    Args:
+        data: The pickle bytes, or a binary file object read from its current position.
+        origin: File name or label written into the findings' evidence (``path``).
+        ecosystems: Allowlists to apply (``python`` is always included); ``None`` for all
+            of them: ``python``, ``numpy``, ``torch``, ``sklearn``, ``joblib``.
+        max_depth: How deep pickles nested in the pickle (bytes passed to ``pickle.loads``
+            and the like) are followed, from 0 (none) to 32.
+        policy: An import policy; the bundled allowlist and deny list by default.
+        limits: Resource bounds; :class:`PickleLimits` defaults when ``None``.
+
+    Returns:
+        The report: findings (most severe first), imports, calls, counts.
+
+    Raises:
+        InvalidParameterError: ``ecosystems`` names an unknown ecosystem, or ``max_depth``
+            is out of range.
+
+    Example:
+        >>> import pickle
+        >>> analyse_pickle(pickle.dumps({"weights": [1.0, 2.0]})).findings
+        []
+    """
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 0 <= max_depth <= 32:
+        raise InvalidParameterError([f"max_depth must be an integer in [0, 32], got {max_depth!r}"])
+    policy = policy if policy is not None else load_policy()
+    chosen = policy.resolve_ecosystems(ecosystems)
+    analysis = _Analysis(
+        policy=policy,
+        ecosystems=chosen,
+        limits=limits if limits is not None else PickleLimits(),
+        origin=origin,
+        max_depth=max_depth,
+    )
+    stream: BinaryIO = (
+        io.BytesIO(bytes(data)) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    )
+    try:
+        analysis.run_stream(stream, depth=0, via="")
+    except Exception as exc:  # fail closed: an analyser bug must not pass a file
+        logger.debug("pickle analysis of %s failed", origin or "<bytes>", exc_info=True)
+        analysis.malformed(0, "", 0, 0, f"internal analyser error ({type(exc).__name__})")
+    return PickleReport(
+        origin=origin,
+        findings=analysis.findings(),
+        globals=analysis.globals,
+        calls=analysis.calls,
+        pickles=analysis.pickles,
+        opcodes=analysis.opcodes,
+        protocol=analysis.protocol,
+        complete=analysis.complete,
+    )
+
+
+def scan_pickle_file(
+    path: str | Path,
+    *,
+    ecosystems: Iterable[str] | None = None,
+    max_depth: int = 3,
+    policy: PicklePolicy | None = None,
+    limits: PickleLimits | None = None,
+) -> PickleReport:
+    """Analyse a pickle file, streaming it (large constants are skipped, not read).
+
+    Args:
+        path: The file.
+        ecosystems: See :func:`analyse_pickle`.
+        max_depth: See :func:`analyse_pickle`.
+        policy: See :func:`analyse_pickle`.
+        limits: See :func:`analyse_pickle`.
+
+    Raises:
+        InputError: The file cannot be read.
+    """
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the analysis
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with handle:
+        return analyse_pickle(
+            handle,
+            origin=str(path),
+            ecosystems=ecosystems,
+            max_depth=max_depth,
+            policy=policy,
+            limits=limits,
+        )
+
+
+def is_safe_to_unpickle(
+    path: str | Path, ecosystems: Iterable[str] = ("python", "numpy", "sklearn")
+) -> PickleReport:
+    """Scan a pickle a caller wants to load; it may load it only if the report allows it.
+
+    The caller unpickles only when ``report.allows_unpickling()`` (every finding below
+    ``medium``): unknown imports and malformed streams block, as do dangerous ones. The
+    report is returned rather than a bool so that the refusal can say why; it has no truth
+    value, so ``if is_safe_to_unpickle(p):`` raises instead of silently passing.
+
+    Args:
+        path: The pickle file.
+        ecosystems: Allowlists to apply (by default Python, NumPy and scikit-learn, which is
+            what a pickled scikit-learn model needs).
+
+    Example:
+        >>> report = is_safe_to_unpickle("model.pkl")  # doctest: +SKIP
+        >>> if not report.allows_unpickling():  # doctest: +SKIP
+        ...     raise SystemExit(report.findings[0].title)
+    """
+    return scan_pickle_file(path, ecosystems=ecosystems)
