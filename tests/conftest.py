@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-# Two threads: the CI machine has two cores, and torch's default can oversubscribe.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One intra-op thread: the test models are tiny, and on a busy two-core machine two threads
+# wait on each other (10-100x slower); results do not depend on the thread count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:
+    pass
 
 
 @pytest.fixture(autouse=True)

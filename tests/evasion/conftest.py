@@ -21,6 +21,5 @@ def digits() -> Any:
 def digits_model() -> Any:
     from phalanx.zoo import load_model
 
-    torch.set_num_threads(2)
     return load_model("digits-mlp")
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from phalanx.adapters.base import BaseClassifier
+    from phalanx.adapters.http_classifier import HttpClassifier
     from phalanx.adapters.onnx_classifier import OnnxClassifier
     from phalanx.adapters.sklearn_classifier import SklearnClassifier
     from phalanx.adapters.torch_classifier import TorchClassifier
@@ -30,9 +31,16 @@ _LAZY = {
     "TorchClassifier": "phalanx.adapters.torch_classifier",
     "SklearnClassifier": "phalanx.adapters.sklearn_classifier",
     "OnnxClassifier": "phalanx.adapters.onnx_classifier",
+    "HttpClassifier": "phalanx.adapters.http_classifier",
 }
 
-__all__ = ["BaseClassifier", "OnnxClassifier", "SklearnClassifier", "TorchClassifier"]
+__all__ = [
+    "BaseClassifier",
+    "HttpClassifier",
+    "OnnxClassifier",
+    "SklearnClassifier",
+    "TorchClassifier",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,8 @@ shape checks, counting queries, batching under ``torch.inference_mode``) lives h
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from phalanx._optional import require
@@ -75,6 +77,23 @@ class BaseClassifier:
         raise NotImplementedError
 
     # -- public API -----------------------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[BaseClassifier]:
+        """Hold the per-call set-up for a series of calls, such as an attack's inner loop.
+
+        Inside the ``with`` block, :meth:`logits` may skip work that each call would otherwise
+        repeat (for :class:`~phalanx.adapters.TorchClassifier`: switching to eval mode and back,
+        looking up the device, dtype and normalisation). Results and query counts are the same
+        as without a session. Sessions nest; only the outermost one does the set-up. This base
+        implementation holds nothing.
+
+        Example:
+            >>> with classifier.session():  # doctest: +SKIP
+            ...     for _ in range(10):
+            ...         scores = classifier.logits(x)
+        """
+        yield self
 
     def reset_queries(self) -> None:
         """Set the query counter back to zero."""

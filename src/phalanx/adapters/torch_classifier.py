@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from phalanx._optional import require
@@ -18,6 +19,16 @@ else:
     nn = torch.nn
 
 
+@dataclass(frozen=True)
+class _Held:
+    """What :meth:`TorchClassifier.session` looks up once instead of on every call."""
+
+    device: torch.device
+    dtype: torch.dtype
+    mean: torch.Tensor | None
+    std: torch.Tensor | None
+
+
 class TorchClassifier(BaseClassifier):
     """A PyTorch model as a differentiable classifier.
 
@@ -28,6 +39,9 @@ class TorchClassifier(BaseClassifier):
 
     Each call puts the model in eval mode and restores every submodule's previous training
     flag afterwards; inputs move to the model's device and scores come back on the input's.
+    Inside :meth:`session` (which attacks enter once per batch) the model stays in eval mode
+    and the device, dtype and normalisation are looked up once, so that an attack's inner loop
+    pays for the forward and backward passes only.
 
     Args:
         model: The network; it maps a batch of inputs to a batch of logits.
@@ -75,6 +89,7 @@ class TorchClassifier(BaseClassifier):
         if device is not None:
             model.to(device)
         self.model = model
+        self._held: _Held | None = None
         shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
         if shape is None:
             shape = _infer_input_shape(model)
@@ -119,8 +134,36 @@ class TorchClassifier(BaseClassifier):
             for module, training in flags:
                 module.training = training
 
+    @contextmanager
+    def session(self) -> Iterator[TorchClassifier]:
+        """Keep the model in eval mode and its device, dtype and normalisation looked up.
+
+        Every submodule's training flag is restored on exit. Changing the model's device,
+        dtype or mode inside the block is not noticed until the block ends.
+        """
+        if self._held is not None:  # nested: the outer session holds everything already
+            yield self
+            return
+        with self._eval_mode():
+            device, dtype = self.device, self.dtype
+            mean = std = None
+            if self._mean is not None and self._std is not None:
+                mean, std = self._mean.to(device, dtype), self._std.to(device, dtype)
+            self._held = _Held(device, dtype, mean, std)
+            try:
+                yield self
+            finally:
+                self._held = None
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         home = x.device
+        held = self._held
+        if held is not None:
+            x = x.to(device=held.device, dtype=held.dtype)
+            if held.mean is not None and held.std is not None:
+                x = (x - held.mean) / held.std
+            out = _as_logits(self.model(x), type(self.model).__name__)
+            return out.to(home)
         device = self.device
         x = x.to(device=device, dtype=self.dtype)
         if self._mean is not None and self._std is not None:

@@ -9,7 +9,9 @@ from phalanx.core.plugin import Interval, IsInstance
 from phalanx.core.protocols import Classifier
 from phalanx.evasion.base import Attack
 from phalanx.evasion.steps import (
+    attack_session,
     clip_to_bounds,
+    linf_box,
     loss_gradient,
     normalized_step,
     project,
@@ -95,21 +97,33 @@ class PGD(Attack):
         generator: torch.Generator,
     ) -> torch.Tensor:
         torch = require("torch", extra="ml")
-        best = x.clone()
-        todo = torch.arange(len(x), device=x.device)
-        for _ in range(self.restarts):
-            if len(todo) == 0:
-                break
-            xs, ys = x[todo], y[todo]
-            ts = target[todo] if target is not None else None
-            adv = self._one_run(classifier, xs, ys, ts, generator)
-            with torch.no_grad():
-                pred = classifier.logits(adv).argmax(dim=1).to(x.device)
-            fooled = (pred == ts) if ts is not None else (pred != ys)
-            # Keep the latest attempt for samples never fooled, the first success otherwise.
-            best[todo] = adv
-            todo = todo[~fooled]
-        return best
+        if len(x) == 0:
+            return x.clone()
+        best: torch.Tensor | None = None
+        todo: torch.Tensor | None = None  # indices still to attack; None means all of them
+        with attack_session(classifier):
+            for attempt in range(self.restarts):
+                if todo is None:
+                    xs, ys, ts = x, y, target
+                else:
+                    xs, ys = x[todo], y[todo]
+                    ts = target[todo] if target is not None else None
+                adv = self._one_run(classifier, xs, ys, ts, generator)
+                # Keep the latest attempt for samples never fooled, the first success otherwise.
+                if best is None:
+                    best = adv
+                else:
+                    best[todo] = adv
+                if attempt == self.restarts - 1:
+                    break  # no restart follows, so nobody needs to know which samples fooled it
+                with torch.no_grad():
+                    pred = classifier.logits(adv).argmax(dim=1).to(x.device)
+                fooled = (pred == ts) if ts is not None else (pred != ys)
+                index = todo if todo is not None else torch.arange(len(x), device=x.device)
+                todo = index[~fooled]
+                if len(todo) == 0:
+                    break
+        return best if best is not None else x.clone()
 
     def _one_run(
         self,
@@ -124,9 +138,16 @@ class PGD(Attack):
             adv = clip_to_bounds(random_start(x, self.eps, self.norm, generator), classifier)
         else:
             adv = x.clone()
+        # L-inf: projection and clipping are one clamp to a box computed once per batch.
+        box = linf_box(x, self.eps, classifier) if self.norm == "linf" else None
         for _ in range(self.max_iter):
             grad = loss_gradient(classifier, adv, y, target)
             with torch.no_grad():
-                adv = adv + normalized_step(grad, self.step_size, self.norm)
-                adv = clip_to_bounds(x + project(adv - x, self.eps, self.norm), classifier)
+                if box is not None:
+                    # ``adv`` is this loop's own tensor (the graph that read it is freed): update
+                    # it in place rather than allocating four temporaries per iteration.
+                    adv.add_(grad.sign(), alpha=self.step_size).clamp_(box[0], box[1])
+                else:
+                    adv = adv + normalized_step(grad, self.step_size, self.norm)
+                    adv = clip_to_bounds(x + project(adv - x, self.eps, self.norm), classifier)
         return adv
