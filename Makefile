@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint typecheck contracts pytest data install dev clean
+.PHONY: demo test lint typecheck contracts pytest data models install dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,11 @@ dev: $(VENV)/.dev
 data: | $(BIN)/python
 	bash scripts/install-data.sh $(BIN)/python
 
-demo: install data
+# The demo's reference models train once (about 20 s and 3 minutes on 2 cores) and are cached.
+models: install data
+	$(BIN)/phalanx -q zoo train mnist-cnn mnist-cnn-pgdat
+
+demo: install data models
 	$(BIN)/phalanx demo
 
 lint: dev

@@ -1,8 +1,9 @@
 """The demo: the main job end to end on bundled data, with no arguments.
 
-It loads (training on first use) a reference MNIST CNN from the zoo, evaluates its
-robustness against FGSM and PGD over a range of L-inf budgets, and returns the result for the
-caller to store and report.
+It loads (training on first use) two reference MNIST CNNs from the zoo, one trained normally
+and one adversarially trained with PGD, evaluates the robustness of each against FGSM and PGD
+over a range of L-inf budgets, and returns the results for the caller to store and report:
+the standard model collapses at budgets where the robust one holds.
 """
 
 from __future__ import annotations
@@ -23,25 +24,26 @@ class DemoPlan:
     """What the demo evaluates.
 
     Args:
-        model: Zoo model name.
+        models: Zoo model names, evaluated one after the other.
         dataset: Zoo dataset name.
         eps: L-inf budgets.
         n: Test samples evaluated.
     """
 
-    model: str = "mnist-cnn"
+    models: tuple[str, ...] = ("mnist-cnn", "mnist-cnn-pgdat")
     dataset: str = "mnist"
     eps: tuple[float, ...] = DEMO_EPS
     n: int = 500
 
 
 #: Fallback when MNIST is not installed: sklearn's digits always are.
-FALLBACK = DemoPlan(model="digits-mlp", dataset="digits", eps=(0.05, 0.1, 0.2, 0.3), n=360)
+FALLBACK = DemoPlan(models=("digits-mlp",), dataset="digits", eps=(0.05, 0.1, 0.2, 0.3), n=360)
 
 
 def config(plan: DemoPlan) -> dict[str, object]:
     """The run configuration recorded for a plan."""
-    return {"model": f"zoo:{plan.model}", "data": f"zoo:{plan.dataset}", "eps": list(plan.eps),
+    return {"models": [f"zoo:{m}" for m in plan.models], "data": f"zoo:{plan.dataset}",
+            "eps": list(plan.eps),
             "n": plan.n, "suite": "quick", "norm": "linf"}
 
 
@@ -66,11 +68,14 @@ def run_demo(
     from phalanx.zoo import load_dataset, load_model
 
     data = load_dataset(plan.dataset, "test")
-    model = load_model(plan.model, context=context)
     check = RobustnessCheck(eps=plan.eps, norm="linf", suite="quick", n=plan.n,
                             seed=context.seed or 0)
-    result = check.run(model, data, context=context)
-    result.target = f"zoo:{plan.model} on zoo:{plan.dataset}"
-    if on_result is not None:
-        on_result(result)
-    return [result]
+    results = []
+    for name in plan.models:
+        model = load_model(name, context=context)
+        result = check.run(model, data, context=context)
+        result.target = f"zoo:{name} on zoo:{plan.dataset}"
+        if on_result is not None:
+            on_result(result)
+        results.append(result)
+    return results
