@@ -48,7 +48,7 @@ typecheck: dev
 contracts: dev
 	$(BIN)/lint-imports
 
-pytest: dev data
+pytest: dev data models
 	$(BIN)/python -m pytest
 
 test: lint typecheck contracts pytest
