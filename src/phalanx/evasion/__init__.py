@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from phalanx.evasion.apgd import APGD  # noqa: F401
     from phalanx.evasion.apgd_t import APGDT  # noqa: F401
+    from phalanx.evasion.base import Attack, AttackResult  # noqa: F401
     from phalanx.evasion.cw import CarliniWagnerL2  # noqa: F401
     from phalanx.evasion.deepfool import DeepFool  # noqa: F401
-    from phalanx.evasion.fab import FAB  # noqa: F401
-    from phalanx.evasion.hopskipjump import HopSkipJump  # noqa: F401
-    from phalanx.evasion.square import Square  # noqa: F401
-    from phalanx.evasion.base import Attack, AttackResult  # noqa: F401
     from phalanx.evasion.evaluate import RobustnessCheck, evaluate_robustness  # noqa: F401
+    from phalanx.evasion.fab import FAB  # noqa: F401
     from phalanx.evasion.fgsm import FGSM  # noqa: F401
+    from phalanx.evasion.hopskipjump import HopSkipJump  # noqa: F401
     from phalanx.evasion.pgd import PGD  # noqa: F401
+    from phalanx.evasion.square import Square  # noqa: F401
 
 _LAZY = {
     "APGD": "phalanx.evasion.apgd",
