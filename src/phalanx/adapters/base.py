@@ -79,17 +79,18 @@ class BaseClassifier:
     # -- public API -----------------------------------------------------------------------
 
     @contextmanager
-    def session(self) -> Iterator[BaseClassifier]:
+    def prepared(self) -> Iterator[BaseClassifier]:
         """Hold the per-call set-up for a series of calls, such as an attack's inner loop.
 
         Inside the ``with`` block, :meth:`logits` may skip work that each call would otherwise
         repeat (for :class:`~phalanx.adapters.TorchClassifier`: switching to eval mode and back,
         looking up the device, dtype and normalisation). Results and query counts are the same
-        as without a session. Sessions nest; only the outermost one does the set-up. This base
-        implementation holds nothing.
+        as outside the block. Blocks nest; only the outermost one does the set-up. This base
+        implementation holds nothing. (Named ``prepared`` rather than ``session`` because
+        adapters such as ``ONNXClassifier`` already keep a runtime ``session`` attribute.)
 
         Example:
-            >>> with classifier.session():  # doctest: +SKIP
+            >>> with classifier.prepared():  # doctest: +SKIP
             ...     for _ in range(10):
             ...         scores = classifier.logits(x)
         """

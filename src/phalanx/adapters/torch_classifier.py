@@ -21,7 +21,7 @@ else:
 
 @dataclass(frozen=True)
 class _Held:
-    """What :meth:`TorchClassifier.session` looks up once instead of on every call."""
+    """What :meth:`TorchClassifier.prepared` looks up once instead of on every call."""
 
     device: torch.device
     dtype: torch.dtype
@@ -39,7 +39,7 @@ class TorchClassifier(BaseClassifier):
 
     Each call puts the model in eval mode and restores every submodule's previous training
     flag afterwards; inputs move to the model's device and scores come back on the input's.
-    Inside :meth:`session` (which attacks enter once per batch) the model stays in eval mode
+    Inside :meth:`prepared` (which attacks enter once per batch) the model stays in eval mode
     and the device, dtype and normalisation are looked up once, so that an attack's inner loop
     pays for the forward and backward passes only.
 
@@ -135,13 +135,13 @@ class TorchClassifier(BaseClassifier):
                 module.training = training
 
     @contextmanager
-    def session(self) -> Iterator[TorchClassifier]:
+    def prepared(self) -> Iterator[TorchClassifier]:
         """Keep the model in eval mode and its device, dtype and normalisation looked up.
 
         Every submodule's training flag is restored on exit. Changing the model's device,
         dtype or mode inside the block is not noticed until the block ends.
         """
-        if self._held is not None:  # nested: the outer session holds everything already
+        if self._held is not None:  # nested: the outer block holds everything already
             yield self
             return
         with self._eval_mode():

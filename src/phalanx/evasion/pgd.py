@@ -99,8 +99,8 @@ class PGD(Attack):
         torch = require("torch", extra="ml")
         if len(x) == 0:
             return x.clone()
-        best: torch.Tensor | None = None
-        todo: torch.Tensor | None = None  # indices still to attack; None means all of them
+        best = None
+        todo = None  # indices still to attack; None means all of them
         with attack_session(classifier):
             for attempt in range(self.restarts):
                 if todo is None:

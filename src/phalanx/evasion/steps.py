@@ -15,15 +15,15 @@ _TINY = 1e-12
 
 
 def attack_session(classifier: Classifier) -> AbstractContextManager[Any]:
-    """The classifier's ``session()`` context (set-up held across calls), if it has one.
+    """The classifier's ``prepared()`` context (set-up held across calls), if it has one.
 
     Attacks wrap their inner loop in it so that adapters such as
     :class:`~phalanx.adapters.TorchClassifier` enter eval mode once per batch instead of once
-    per call. Classifiers without ``session`` (any object that meets the ``Classifier``
+    per call. Classifiers without ``prepared`` (any object that meets the ``Classifier``
     protocol) get a context that does nothing.
     """
-    session = getattr(classifier, "session", None)
-    return session() if callable(session) else nullcontext()
+    prepared = getattr(classifier, "prepared", None)
+    return prepared() if callable(prepared) else nullcontext()
 
 
 def loss_gradient(
