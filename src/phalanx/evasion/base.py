@@ -18,6 +18,7 @@ from phalanx.core.plugin import Interval, IsInstance, OneOf, Plugin
 from phalanx.core.protocols import Classifier
 from phalanx.core.threat import ThreatModel
 from phalanx.errors import InputError, NotDifferentiableError, ShapeError
+from phalanx.evasion.steps import attack_session
 
 if TYPE_CHECKING:
     import torch
@@ -172,7 +173,9 @@ class Attack(Plugin):
         chunks: list[torch.Tensor] = []
         counts: list[torch.Tensor] = []
         label = self.plugin_id() if self.eps is None else f"{self.plugin_id()} eps={self.eps:g}"
-        with ctx.progress(f"attack:{self.plugin_id()}", label, total=len(x), unit="samples") as bar:
+        session = attack_session(classifier)  # eval mode etc. held once for the whole run
+        with session, ctx.progress(f"attack:{self.plugin_id()}", label, total=len(x),
+                                   unit="samples") as bar:
             for lo in range(0, len(x), self.batch_size):
                 hi = lo + self.batch_size
                 tb = target[lo:hi] if target is not None else None
@@ -187,7 +190,7 @@ class Attack(Plugin):
         # The attack's own queries; the check of its outputs below is not part of the attack.
         queries = classifier.queries - start_queries
         duration = time.perf_counter() - started
-        with torch.no_grad():
+        with torch.no_grad(), attack_session(classifier):
             pred = predict(classifier, x_adv, self.batch_size)
         success = (pred == target) if target is not None else (pred != y)
         return AttackResult(
