@@ -202,8 +202,8 @@ def _sklearn_pickle(path: Path, *, input_shape: tuple[int, ...] | None,
     from phalanx.supplychain.scan.pickle_vm import scan_pickle_file
 
     report = scan_pickle_file(path)
-    blocking = [f for f in report.findings if f.severity >= Severity.MEDIUM]
-    if blocking:
+    if not report.allows_unpickling(Severity.MEDIUM):
+        blocking = [f for f in report.findings if f.severity >= Severity.MEDIUM]
         worst = max(blocking, key=lambda f: f.severity)
         raise UnsafeModelError(
             f"refusing to unpickle {path}: the static scan found {len(blocking)} problem(s), "

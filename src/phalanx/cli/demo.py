@@ -15,7 +15,6 @@ from phalanx.cli._common import (
     summarise_robustness,
     write_output,
 )
-from phalanx.core.results import Result
 from phalanx.core.run import Run
 from phalanx.errors import InputError
 
@@ -43,11 +42,8 @@ def demo(
             plan = choose_plan(context)
             run = Run(command="demo", config=config(plan) | {"seed": seed})
             with store.record(run) as recorder:
-                def keep(result: Result) -> None:
-                    run.results.append(result)
-                    recorder.add(result)
-
-                run_demo(plan, context=context, on_result=keep)
+                # The recorder stores each result at once and appends it to run.results.
+                run_demo(plan, context=context, on_result=recorder.add)
         run = store.get_run(run.id)
     html, js = out_dir / "phalanx-report.html", out_dir / "phalanx-report.json"
     write_output(render(run, "html"), html)

@@ -266,7 +266,7 @@ class RobustnessCheck(Check):
                 result.findings.append(self._finding(gap, eps, clean_acc, robust_acc, n))
 
         if self.diagnostics:
-            result.findings.extend(self._diagnose(classifier, x, y, correct, outcomes, ctx,
+            result.findings.extend(self._diagnose(classifier, x, y, clean_pred, outcomes, ctx,
                                                   result))
         if shown is not None and self.examples:
             png = _examples_png(shown)
@@ -279,16 +279,17 @@ class RobustnessCheck(Check):
         result.finished_at = utcnow()
         return result
 
-    def _diagnose(self, classifier: Classifier, x: Any, y: Any, correct: Any,
+    def _diagnose(self, classifier: Classifier, x: Any, y: Any, clean_pred: Any,
                   outcomes: list[EpsOutcome], ctx: Context, result: Result) -> list[Finding]:
         torch = require("torch", extra="ml")
         n = len(x)
-        # Repeated identical queries: a deterministic model answers the same every time.
+        correct = clean_pred == y
+        # Repeated identical queries (after the clean pass): a deterministic model answers
+        # the same every time.
         with torch.no_grad():
-            first = predict(classifier, x, self.batch_size)
             unstable = torch.zeros(n, dtype=torch.bool)
             for _ in range(2):
-                unstable |= (predict(classifier, x, self.batch_size) != first).cpu()
+                unstable |= (predict(classifier, x, self.batch_size) != clean_pred).cpu()
         unstable_fraction = float(unstable.float().mean()) if n else 0.0
         result.metrics.append(Metric("prediction_instability", unstable_fraction,
                                      unit="fraction"))
