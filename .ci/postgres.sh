@@ -28,8 +28,8 @@ have_server() {
 if ! have_server; then
     log "installing postgresql with apt-get"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y postgresql
+    apt-get update </dev/null 3>&-
+    apt-get install -y postgresql </dev/null 3>&-
 fi
 
 # First cluster as "version name port status"; empty when there is none.
@@ -41,13 +41,15 @@ read -r version cluster port status <<<"$(first_cluster)" || true
 if [[ -z "${version:-}" ]]; then
     version=$(basename "$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -type d | sort -V | tail -n 1)")
     log "no cluster found; creating $version/main"
-    pg_createcluster "$version" main --port 5432
+    pg_createcluster "$version" main --port 5432 </dev/null 3>&-
     read -r version cluster port status <<<"$(first_cluster)"
 fi
 
 if [[ "$status" != online* ]]; then
     log "starting cluster $version/$cluster on port $port"
-    pg_ctlcluster "$version" "$cluster" start
+    # The server is a daemon: it must not inherit fd 3 (the caller's $(...) pipe, which would then
+    # never reach end-of-file) nor this script's stdout/stderr (a CI log reader would wait on it).
+    pg_ctlcluster "$version" "$cluster" start </dev/null >&2 3>&-
 fi
 
 log "waiting for the server on 127.0.0.1:$port"
