@@ -13,6 +13,8 @@ Example:
     True
 """
 
+from phalanx.supplychain.scan.base import FileScanner, ScanLimits, ScanSession, Source
+from phalanx.supplychain.scan.engine import ModelScanCheck, ScanReport, scan_paths
 from phalanx.supplychain.scan.pickle_vm import (
     Call,
     GlobalRef,
@@ -26,13 +28,20 @@ from phalanx.supplychain.scan.policy import PicklePolicy, Verdict, load_policy
 
 __all__ = [
     "Call",
+    "FileScanner",
     "GlobalRef",
+    "ModelScanCheck",
     "PickleLimits",
     "PicklePolicy",
     "PickleReport",
+    "ScanLimits",
+    "ScanReport",
+    "ScanSession",
+    "Source",
     "Verdict",
     "analyse_pickle",
     "is_safe_to_unpickle",
     "load_policy",
+    "scan_paths",
     "scan_pickle_file",
 ]
