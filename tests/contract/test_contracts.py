@@ -51,3 +51,26 @@ def test_contract_catches_a_broken_plugin() -> None:
         check_plugin(Broken)
     text = str(info.value)
     assert "keyword-only" in text and "Example" in text and "AML.T9999" in text
+
+
+@pytest.mark.parametrize("info", list_plugins("scanners"), ids=lambda p: p.name)
+def test_scanner_contract(info: PluginInfo) -> None:
+    from phalanx.testing import check_scanner
+
+    check_scanner(load_plugin("scanners", info.name)())
+
+
+def test_scanner_contract_catches_a_crashing_scanner() -> None:
+    from phalanx.supplychain.scan import FileScanner
+
+    class Fragile(FileScanner):
+        formats = ("pickle",)
+
+        def scan_source(self, source: Any, session: Any) -> Any:
+            yield from ()
+            raise ValueError(source.head()[:1])
+
+    from phalanx.testing import check_scanner
+
+    with pytest.raises(AssertionError, match="raised ValueError"):
+        check_scanner(Fragile())

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import typer
 
 from phalanx import __version__
-from phalanx.cli import demo, plugins, report, robustness, runs, zoo
+from phalanx.cli import demo, plugins, report, robustness, runs, scan, supplychain, zoo
 from phalanx.cli._common import EXIT_ERROR, State
 from phalanx.errors import PhalanxError
 
@@ -74,6 +74,11 @@ app.add_typer(zoo.app, name="zoo")
 app.command("robustness")(robustness.robustness)
 app.command("report")(report.report)
 app.command("demo")(demo.demo)
+app.command("scan")(scan.scan)
+app.command("sign")(supplychain.sign)
+app.command("verify")(supplychain.verify)
+app.command("bom")(supplychain.bom)
+app.command("deps")(supplychain.deps)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from phalanx.core.plugin import Plugin
 from phalanx.core.taxonomy import load_taxonomy
 
-__all__ = ["check_attack", "check_plugin"]
+__all__ = ["check_attack", "check_plugin", "check_scanner"]
 
 
 def check_plugin(cls: type[Plugin]) -> None:
@@ -95,3 +95,57 @@ def check_attack(attack: Any, classifier: Any, x: Any, y: Any, *, tol: float = 1
         if not torch.equal(again.x_adv, first.x_adv):
             problems.append("the same seed gave different outputs")
     assert not problems, f"{type(attack).__name__}: " + "; ".join(problems)
+
+
+#: Bytes a scanner must survive whatever format it expects: empty, tiny, random, magic
+#: numbers of every sniffed format followed by junk, and truncations of them.
+_JUNK_PREFIXES: tuple[bytes, ...] = (
+    b"", b"\x00", b"\x80", b"\x80\x05\x95", b"PK\x03\x04", b"PK\x05\x06" + b"\x00" * 18,
+    b"\x93NUMPY\x01\x00", b"\x89HDF\r\n\x1a\n", b"GGUF\x03\x00\x00\x00", b"\x1f\x8b\x08",
+    b"BZh9", b"\xfd7zXZ\x00", b"\x08\x07\x12\x04", b"\x10\x00\x00\x00\x00\x00\x00\x00{",
+    b'{"a": ', b"cos\nsystem\n(",
+)
+
+
+def check_scanner(scanner: Any, *, seed: int = 0, rounds: int = 8) -> None:
+    """Check the rules every model-file scanner keeps.
+
+    - it declares the formats it handles, each one the sniffer knows;
+    - on any bytes, whatever their format, ``scan_source`` yields findings and never raises:
+      magic numbers of every format followed by junk, truncations, random bytes;
+    - every finding it yields is a ``model-scan`` finding whose evidence names the file, the
+      format and the rule.
+    """
+    import random
+
+    from phalanx.core.findings import Finding
+    from phalanx.supplychain.scan.base import ScanSession, Source
+    from phalanx.supplychain.scan.sniff import FORMATS
+
+    problems: list[str] = []
+    formats = tuple(getattr(scanner, "formats", ()))
+    if not formats:
+        problems.append("declares no formats")
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        problems.append(f"formats unknown to the sniffer: {unknown}")
+    rng = random.Random(seed)
+    inputs = [p + rng.randbytes(rng.randrange(0, 600)) for p in _JUNK_PREFIXES
+              for _ in range(rounds)]
+    session = ScanSession()
+    for i, data in enumerate(inputs):
+        source = Source.from_bytes(f"junk-{i}", data)
+        try:
+            findings = list(scanner.scan_source(source, session))
+        except Exception as exc:  # the contract is exactly that nothing escapes
+            problems.append(f"raised {type(exc).__name__}: {exc} on {data[:16]!r}...")
+            break
+        for f in findings:
+            if not isinstance(f, Finding) or f.check != "model-scan":
+                problems.append(f"yielded {f!r}, not a model-scan Finding")
+                break
+            missing = {"file", "format", "rule"} - set(f.evidence)
+            if missing:
+                problems.append(f"finding {f.title!r} lacks evidence {sorted(missing)}")
+                break
+    assert not problems, f"{type(scanner).__name__}: " + "; ".join(problems)
