@@ -300,6 +300,10 @@ class ScanSession:
                                     policy=self.policy, limits=self.limits.pickle)
         for f in report.findings:
             evidence = {"file": source.name, "format": "pickle", **dict(f.evidence)}
+            if "rule" not in evidence:
+                verdict = evidence.get("verdict")
+                evidence["rule"] = (f"pickle-{verdict}" if verdict
+                                    else f"pickle-{evidence.get('kind', 'finding')}")
             yield Finding(check=CHECK_ID, severity=f.severity, title=f.title, detail=f.detail,
                           evidence=evidence, remediation=f.remediation, refs=f.refs,
                           plugin_id=f.plugin_id, plugin_version=f.plugin_version)

@@ -168,14 +168,19 @@ class ModelScanCheck(Check):
     Args:
         policy: Path of a pickle policy file (YAML), or ``None`` for the bundled allowlist.
         ecosystems: Pickle allowlists to apply; ``None`` for all.
+
+    Example:
+        >>> result = ModelScanCheck().run(["models/"])  # doctest: +SKIP
+        >>> [f.title for f in result.findings]  # doctest: +SKIP
     """
 
     name = CHECK_ID
     title = "Model-file scan"
-    paper = "MITRE ATLAS AML.T0010.003 (ML supply chain compromise: model)"
+    paper = ("MITRE ATLAS AML.T0010.003, ML supply chain compromise: model, "
+             "https://atlas.mitre.org/techniques/AML.T0010.003")
     refs = REFS
 
-    def __init__(self, policy: str | None = None,
+    def __init__(self, *, policy: str | None = None,
                  ecosystems: tuple[str, ...] | None = None) -> None:
         self.policy = policy
         self.ecosystems = ecosystems
@@ -189,11 +194,11 @@ class ModelScanCheck(Check):
         started = dt.datetime.now(dt.timezone.utc)
         policy = load_policy(self.policy) if self.policy else None
 
-        def progress(path: Path, size: int) -> None:
-            if context is not None:
-                context.message(f"scanned {path}")
-
-        report = scan_paths(paths, policy=policy, ecosystems=self.ecosystems, on_file=progress)
+        tracker = (context or Context()).progress("model-scan", "scanning model files",
+                                                   unit="files")
+        with tracker:
+            report = scan_paths(paths, policy=policy, ecosystems=self.ecosystems,
+                                on_file=lambda _path, _size: tracker.advance())
         counts = Counter(f.severity.label for f in report.findings)
         metrics = [
             Metric("files_scanned", float(len(report.top_level()))),

@@ -22,11 +22,16 @@ class PickleScanner(FileScanner):
     Threat model: an attacker who controls the file and knows the scanner; the file is never
     unpickled. Catches code execution through ``REDUCE``/``INST``/``OBJ``/``NEWOBJ``/``BUILD``,
     memo and ``STACK_GLOBAL`` tricks, nested and concatenated pickles.
+
+    Example:
+        >>> findings = list(PickleScanner().scan("model.pkl"))  # doctest: +SKIP
     """
 
     name = "pickle"
     title = "Pickle (static analysis)"
-    paper = "Trail of Bits, 'Never a dill moment: exploiting machine learning pickle files', 2021"
+    paper = ("Trail of Bits, 'Never a dill moment: exploiting machine learning pickle files', "
+             "2021, https://blog.trailofbits.com/2021/03/15/never-a-dill-moment-exploiting-"
+             "machine-learning-pickle-files/")
     refs = REFS
     formats: ClassVar[tuple[str, ...]] = ("pickle",)
 
