@@ -186,6 +186,9 @@ class FileScanner(Plugin):
 
     formats: ClassVar[tuple[str, ...]] = ()
 
+    def __init__(self) -> None:
+        """Scanners without parameters take none (subclasses add keyword-only ones)."""
+
     def scan(self, path: str | Path) -> Iterator[Finding]:
         """Scan one file of this scanner's format with default limits and policy."""
         session = ScanSession()
@@ -239,7 +242,7 @@ class ScanSession:
 
     def scan(self, source: Source) -> Iterator[Finding]:
         """Sniff ``source``'s format and run its scanner; findings for depth and errors."""
-        from phalanx.supplychain.scan.sniff import sniff
+        from phalanx.supplychain.scan.sniff import UNSCANNABLE, sniff
 
         if source.depth > self.limits.max_depth:
             yield self.finding(
@@ -264,6 +267,10 @@ class ScanSession:
                              scanner.plugin_id() if scanner else "-", source.depth)
         self.scanned.append(record)
         if scanner is None:
+            if fmt in UNSCANNABLE:
+                record.complete = False
+                yield self.error(source, f"{fmt}-compressed content cannot be decompressed by "
+                                         "the scanner", scanner="session", fmt=fmt)
             return
         try:
             for finding in scanner.scan_source(source, self):

@@ -30,7 +30,19 @@ Severities, by what the pickle does:
   analysis stops as a load would; a nested pickle that cannot be analysed (not constant, too
   deep, too large); ``_codecs.encode`` with a codec other than latin1, utf-8 or ascii.
 - LOW: persistent ids outside a PyTorch checkpoint (the loader's ``persistent_load`` decides).
-- INFO: PyTorch storage persistent ids, when the torch ecosystem is enabled.
+- INFO: PyTorch storage persistent ids, when the torch ecosystem is enabled (listed in the
+  report's ``torch_storages``); the legacy layout's ``("module", cls, file, source)`` ids
+  resolve to ``cls``, an import judged like any other, as torch's ``persistent_load`` does.
+
+joblib files (the ``joblib`` ecosystem enabled): ``joblib.load`` reads each NumPy array's bytes
+from the stream right after ``BUILD`` of a ``NumpyArrayWrapper``. The analyser does the same
+without reading them: the byte length comes from the wrapper's symbolic state (shape, the
+``numpy.dtype(...)`` call and its state, the alignment padding byte of joblib >= 1.2), the
+bytes are skipped (seeked over), and object arrays, which joblib writes as an inline pickle
+loaded by a fresh unpickler, are analysed as such. Whatever cannot be resolved fails closed.
+The same file may be loaded with ``pickle.load``, which runs those bytes as opcodes: that
+reading is analysed too unless it stops at the first byte (as it does for every file joblib
+writes with padding), and a padding byte that is an opcode is reported (a polyglot).
 
 Several pickles concatenated in one file are all analysed (a second pickle after the first
 ``STOP`` is a known bypass); the memo carries over between them, as it does for an
@@ -64,12 +76,13 @@ import hashlib
 import io
 import logging
 import pickletools
+import re
 import zlib
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from phalanx.core.findings import Finding, Severity
 from phalanx.errors import InputError, InvalidParameterError
@@ -83,6 +96,7 @@ __all__ = [
     "GlobalRef",
     "PickleLimits",
     "PickleReport",
+    "TorchStorage",
     "analyse_pickle",
     "is_safe_to_unpickle",
     "scan_pickle_file",
@@ -185,6 +199,29 @@ class Call:
 
 
 @dataclass(frozen=True)
+class TorchStorage:
+    """One PyTorch storage a checkpoint's pickle refers to by persistent id.
+
+    ``torch.save`` writes ``("storage", <storage type>, key, location, numel, ...)``; the
+    storage's bytes live outside the pickle (a zip member ``data/<key>``, or the raw storage
+    section of the legacy format). Fields the pickle does not give as constants are ``None``.
+
+    Args:
+        key: The storage key.
+        storage_type: The storage type's import, e.g. ``"torch.FloatStorage"``.
+        location: Device tag, e.g. ``"cpu"``.
+        numel: Number of elements.
+        offset: Byte offset of the persistent-id opcode.
+    """
+
+    key: str | None
+    storage_type: str
+    location: str | None
+    numel: int | None
+    offset: int
+
+
+@dataclass(frozen=True)
 class PickleReport:
     """What the analyser found in one pickle stream.
 
@@ -197,6 +234,10 @@ class PickleReport:
         opcodes: Opcodes analysed, nested pickles included.
         protocol: Highest pickle protocol declared or used, ``None`` when nothing parsed.
         complete: Whether the whole stream was analysed (no malformed part, no limit hit).
+        end_offset: Offset just past the last pickle analysed (after its ``STOP``), ``None``
+            when the analysis stopped early; what follows is not pickle data the analyser
+            read (``max_pickles`` reached, or the end of the stream).
+        torch_storages: PyTorch storages referenced by persistent id (torch ecosystem only).
 
     Its truth value is deliberately undefined: ask :meth:`allows_unpickling`.
     """
@@ -209,6 +250,8 @@ class PickleReport:
     opcodes: int
     protocol: int | None
     complete: bool = True
+    end_offset: int | None = None
+    torch_storages: list[TorchStorage] = field(default_factory=list)
 
     @property
     def max_severity(self) -> Severity | None:
@@ -277,6 +320,11 @@ class _Result:
     opcode: str
     #: The constant bytes this call evaluates to, when it is a known pure encoding.
     folded: bytes | None = None
+    #: The state last handed to it by ``BUILD`` (a NumPy dtype's layout lives there).
+    state: Any = None
+    #: Attributes ``BUILD`` set on it through the default ``__setstate__`` (joblib's array
+    #: wrappers only), or ``None`` when they cannot be resolved.
+    attrs: dict[str, Any] | None = None
 
 
 @dataclass(eq=False)
@@ -668,6 +716,49 @@ class _Reader:
         self.elided = _Elided(n, head)
         return self.elided
 
+    # -- data outside the opcodes (joblib writes array bytes between them) ------------------
+
+    @property
+    def raw(self) -> BinaryIO:
+        """The underlying stream."""
+        return self._raw
+
+    def seekable(self) -> bool:
+        """Whether the underlying stream can seek (its size was found)."""
+        return self._remaining is not None
+
+    def read_exact(self, n: int) -> bytes:
+        """Read ``n`` (small) bytes of data; fewer at the end of the stream."""
+        data = self._take(n)
+        self._pos += len(data)
+        return data
+
+    def skip(self, n: int) -> bool:
+        """Step over ``n`` bytes of data without reading them (by seeking when possible).
+
+        Returns ``False`` when the stream ends first (it is then left at its end).
+        """
+        if n <= 0:
+            return True
+        if self._pending:
+            self._pending = b""
+            self._pos += 1
+            n -= 1
+        if self._remaining is not None:
+            left = self._remaining - self._pos
+            step = min(n, left)
+            self._raw.seek(step, io.SEEK_CUR)
+            self._pos += step
+            return step == n
+        left = n
+        while left > 0:
+            chunk = self._raw.read(min(left, _CHUNK))
+            if not chunk:
+                break
+            left -= len(chunk)
+        self._pos += n - left
+        return left == 0
+
     def readline(self, size: int = -1) -> bytes:
         limit = self._max_line + 1
         line = b""
@@ -704,6 +795,10 @@ class _VMError(Exception):
 
 class _LimitError(Exception):
     """A resource limit was reached."""
+
+
+class _Abort(Exception):
+    """The stream cannot be followed further; the reason was already reported."""
 
 
 def _guarded(gen: Iterator[Any]) -> Iterator[Any]:
@@ -752,6 +847,8 @@ class _Analysis:
         self.pickles = 0
         self.complete = True
         self.stopped = False
+        self.end_offset: int | None = None
+        self.storages: list[TorchStorage] = []
         self._aggs: dict[tuple[Any, ...], _Agg] = {}
         self._overflow = 0
         self._events: dict[tuple[Any, ...], _Event] = {}
@@ -762,13 +859,20 @@ class _Analysis:
 
     # -- streams ----------------------------------------------------------------------------
 
-    def run_stream(self, raw: BinaryIO, *, depth: int, via: str) -> int:
-        reader = _Reader(
+    def reader(self, raw: BinaryIO) -> _Reader:
+        return _Reader(
             raw, elide_over=self.limits.max_const_bytes, max_line=self.limits.max_const_bytes
         )
+
+    def run_stream(
+        self, raw: BinaryIO, *, depth: int, via: str, max_pickles: int | None = None
+    ) -> int:
+        reader = self.reader(raw)
         memo: dict[Any, Any] = {}
         index = 0
         while not self.stopped:
+            if max_pickles is not None and index >= max_pickles:
+                break
             if reader.at_eof():
                 if index == 0:
                     self.malformed(depth, via, 0, reader.position(), "the stream is empty")
@@ -782,6 +886,8 @@ class _Analysis:
                     self.protocol = max(self.protocol or 0, machine.protocol)
             if not proceed:
                 break
+        if depth == 0 and self.complete and not self.stopped:
+            self.end_offset = reader.position()
         return index
 
     def count_opcode(self) -> None:
@@ -839,6 +945,8 @@ class _Analysis:
         **evidence: Any,
     ) -> None:
         if machine is not None:
+            if machine.silent and kind != "limit":
+                return
             depth, via, index = machine.depth, machine.via, machine.index
         dedup = (kind, depth, via, index, key)
         existing = self._events.get(dedup)
@@ -1103,6 +1211,14 @@ class _Machine:
         self.proto = 0
         self.protocol: int | None = None
         self.offset = reader.position()
+        #: Where the current protocol 4+ frame ends (the unpickler reads ahead to there).
+        self.frame_end = -1
+        #: Whether BUILD on joblib's array wrapper reads the array bytes that follow it, as
+        #: joblib.load does (the file itself, when the joblib ecosystem is enabled).
+        self.joblib = depth == 0 and "joblib" in analysis.ecosystems
+        #: A speculative reading (plain pickle.load over joblib array bytes): a failure means
+        #: the loader stops there, so it is not reported; only what it would import is.
+        self.silent = False
 
     # -- driver -----------------------------------------------------------------------------
 
@@ -1132,15 +1248,20 @@ class _Machine:
                 if opcode.name == "STOP":
                     return True
         except _ParseError as exc:
-            analysis.malformed(
-                self.depth, self.via, self.index, self.reader.opcode_offset(), str(exc)
-            )
+            if not self.silent:
+                analysis.malformed(
+                    self.depth, self.via, self.index, self.reader.opcode_offset(), str(exc)
+                )
             return False
         except _VMError as exc:
+            if self.silent:
+                return False
             analysis.malformed(self.depth, self.via, self.index, self.offset, str(exc))
             return self._lint(gen)
         except _LimitError as exc:
             analysis.limit_reached(self, str(exc))
+            return False
+        except _Abort:
             return False
 
     def _lint(self, gen: Iterator[Any]) -> bool:
@@ -1339,6 +1460,7 @@ class _Machine:
             return
         if not isinstance(inst, _Result):
             return
+        inst.state = state
         cls = _instance_class(inst)
         target = cls.qualname if cls is not None else _describe_callable(inst, limit)
         state_text = _render(state, limit)
@@ -1409,8 +1531,19 @@ class _Machine:
         elif not isinstance(target, (_Result, _Opaque, _ByteArray)):
             raise _VMError(f"{opcode} on a {type(target).__name__}")
 
-    def persistent(self, pid: Any) -> _Opaque:
+    def persistent(self, pid: Any) -> Any:
         analysis = self.analysis
+        if (
+            "torch" in analysis.ecosystems
+            and isinstance(pid, tuple)
+            and len(pid) == 4
+            and pid[0] == "module"
+            and isinstance(pid[1], _Global)
+        ):
+            # torch.save's legacy layout refers to nn.Module classes as ("module", cls,
+            # source file, source); its persistent_load returns cls, which the pickle
+            # imported (and the policy judged) inside the id.
+            return pid[1]
         torch_storage = (
             "torch" in analysis.ecosystems
             and isinstance(pid, tuple)
@@ -1430,6 +1563,18 @@ class _Machine:
                 remediation="",
                 offset=self.offset,
             )
+            if len(analysis.storages) < self.limits.max_records and not self.silent:
+                fields = [*pid[2:5], None, None, None][:3]
+                key, location, numel = fields
+                analysis.storages.append(
+                    TorchStorage(
+                        key=key if type(key) is str else None,
+                        storage_type=pid[1].qualname,
+                        location=location if type(location) is str else None,
+                        numel=numel if type(numel) is int else None,
+                        offset=self.offset,
+                    )
+                )
             return _Opaque(f"torch storage {_render(pid[2] if len(pid) > 2 else '', 40)}")
         text = _render(pid, self.limits.max_evidence_chars)
         analysis.event(
@@ -1445,6 +1590,144 @@ class _Machine:
         )
         return _Opaque(f"persistent id {text[:60]}")
 
+    # -- joblib: array bytes written between the opcodes ------------------------------------
+
+    def joblib_array(self, wrapper: _Result, state: Any) -> Any:
+        """Step over the array joblib.load reads right after BUILD of a ``NumpyArrayWrapper``.
+
+        joblib's ``NumpyUnpickler`` replaces the wrapper with an array read from the stream:
+        an optional padding-length byte and that much padding, then ``count * itemsize`` raw
+        bytes, or for object arrays an inline pickle (loaded with a fresh unpickler). The
+        layout is computed from the wrapper's symbolic state; the raw bytes are skipped
+        without being read. Anything unresolved fails closed, as a load that the analysis
+        cannot follow.
+        """
+        start = self.reader.position()
+        wrapper.attrs = _merge_attrs(wrapper.attrs if wrapper.attrs is not None else {}, state)
+        layout = _joblib_layout(wrapper.attrs)
+        if isinstance(layout, str):
+            self.joblib_fail(start, layout)
+        if start < self.frame_end:
+            self.joblib_fail(start, "the array's BUILD is inside a pickle frame, so joblib reads "
+                                    "the array from after the frame while the opcodes go on")
+        nbytes, has_object, holds_object, padded, mmap = layout
+        if has_object:
+            if mmap:
+                self.joblib_fail(start, "an object array marked for memory mapping: "
+                                        "joblib.load(mmap_mode=...) maps raw bytes as object "
+                                        "pointers where a plain load reads an inline pickle")
+            return self.joblib_inline_pickle(start)
+        if holds_object:
+            self.analysis.event(
+                self,
+                "joblib-object-pointers",
+                Severity.HIGH,
+                "joblib array of Python objects stored as raw bytes",
+                f"The array at offset {start} has a dtype holding Python objects but flags "
+                "telling NumPy it holds none, so joblib.load reads its raw bytes as object "
+                "pointers: memory corruption under the file's control. joblib never writes "
+                "this.",
+                offset=start,
+            )
+        if padded:
+            pad = self.reader.read_exact(1)
+            if not pad:
+                self.joblib_fail(start, "the stream ends before the array's padding byte")
+            if pad[0] in _OPCODE_BYTES:
+                # joblib writes 1 to 16 here, never an opcode, so that pickle.load of the same
+                # file stops at this byte. An opcode makes a polyglot: pickle.load runs the
+                # bytes joblib.load skips as padding.
+                self.analysis.event(
+                    self,
+                    "joblib-padding-opcode",
+                    Severity.MEDIUM,
+                    "joblib padding that pickle.load would run",
+                    f"The padding-length byte at offset {start} is {pad[0]:#04x}, a pickle "
+                    "opcode; joblib writes 1 to 16. joblib.load skips the padding, pickle.load "
+                    "runs it as opcodes (analysed separately).",
+                    offset=start,
+                )
+                self.plain_reading(start)
+            if not self.reader.skip(pad[0]):
+                self.joblib_fail(start, "the stream ends inside the array's padding")
+        elif nbytes:
+            # Without padding, pickle.load (not joblib.load) would run the array bytes as
+            # opcodes: follow that reading too unless it fails at the first byte.
+            first = self.reader.read_exact(1)
+            if not first:
+                self.joblib_fail(start, "the stream ends before the array data")
+            if first[0] in _OPCODE_BYTES:
+                self.plain_reading(start)
+            nbytes -= 1
+        if not self.reader.skip(nbytes):
+            self.joblib_fail(start, f"the stream ends inside the array data ({nbytes} bytes "
+                                    "expected)")
+        return _Opaque(f"numpy array ({layout[0]} bytes, written by joblib)")
+
+    def joblib_fail(self, offset: int, message: str) -> NoReturn:
+        self.analysis.malformed(self.depth, self.via, self.index, offset,
+                                f"joblib array data cannot be followed: {message}")
+        raise _Abort
+
+    def joblib_inline_pickle(self, start: int) -> Any:
+        """An object array: joblib pickles it inline, loaded by a fresh unpickler."""
+        via = f"joblib object array at offset {start} of pickle {self.index}"
+        inner = _Machine(self.analysis, self.reader, {}, index=0, depth=self.depth + 1,
+                         via=f"{via} < {self.via}" if self.via else via)
+        if not inner.run():
+            raise _Abort
+        if inner.frame_end > self.reader.position():
+            # The inline unpickler reads whole frames: bytes after its STOP are lost to it.
+            self.joblib_fail(start, "the inline pickle's last frame runs past its STOP")
+        return _Opaque("numpy object array (joblib)")
+
+    def plain_reading(self, start: int) -> None:
+        """Analyse what pickle.load would do with the bytes after a joblib array's BUILD.
+
+        A plain unpickler keeps the wrapper and reads on as opcodes; random array data stops
+        it within a few bytes, an attacker's does not. Only what it would import is reported.
+        """
+        if not self.reader.seekable():
+            self.joblib_fail(start, "the array data starts with a pickle opcode and the "
+                                    "stream cannot seek back to check what pickle.load does")
+        raw = self.reader.raw
+        here = raw.tell()
+        raw.seek(start)
+        try:
+            via = f"pickle.load reading joblib array bytes at offset {start}"
+            shadow = _Machine(self.analysis, self.analysis.reader(raw), dict(self.memo),
+                              index=self.index, depth=self.depth,
+                              via=f"{via} < {self.via}" if self.via else via)
+            shadow.stack = list(self.stack)
+            shadow.metastack = [list(frame) for frame in self.metastack]
+            shadow.size, shadow.proto = self.size, self.proto
+            shadow.joblib, shadow.silent = False, True
+            shadow.run()
+        finally:
+            raw.seek(here)
+
+    def joblib_companion(self, wrapper: _Result, cls: _Global, state: Any) -> None:
+        """joblib < 0.10 arrays: joblib.load opens a file the pickle names and np.load()s it."""
+        attrs = _merge_attrs({}, state) or {}
+        name = attrs.get("filename")
+        text = name if isinstance(name, str) else _render(name, 80)
+        escapes = not isinstance(name, str) or name.startswith(("/", "\\")) or ".." in name
+        self.analysis.event(
+            self,
+            "joblib-companion-file",
+            Severity.HIGH if escapes else Severity.MEDIUM,
+            "joblib pickle loads a companion file",
+            f"{cls.qualname} at offset {self.offset} makes joblib.load read {text!r} next to "
+            "the file (joblib < 0.10 layout), with np.load(allow_pickle=True) or as a zlib "
+            "pickle: what that file holds is loaded too, and this scan did not see it."
+            + (" The name leaves the file's directory." if escapes else ""),
+            key=text,
+            offset=self.offset,
+            callable=cls.qualname,
+            args=text,
+            remediation="Scan the companion file too, or re-save the model with a current joblib.",
+        )
+
     # -- opcode handlers (names follow pickletools) -----------------------------------------
 
     def op_unsupported(self, arg: Any) -> None:
@@ -1455,7 +1738,7 @@ class _Machine:
         self.protocol = max(self.protocol or 0, arg)
 
     def op_FRAME(self, arg: int) -> None:
-        pass
+        self.frame_end = self.reader.position() + arg
 
     def op_STOP(self, arg: None) -> None:
         self.pop()
@@ -1604,6 +1887,8 @@ class _Machine:
             self.push(self.import_global(module, name))
             return
         symbolic = (_Global, _Result, _Opaque, _Container, _ByteArray)
+        if self.silent and not all(_may_be_str(v) for v in (module, name)):
+            raise _VMError("STACK_GLOBAL requires two strings")
         if isinstance(module, symbolic) or isinstance(name, symbolic):
             limit = self.limits.max_evidence_chars
             g = _Global(
@@ -1667,13 +1952,143 @@ class _Machine:
 
     def op_BUILD(self, arg: None) -> None:
         state = self.pop()
-        self.build(self.top(), state)
+        inst = self.top()
+        self.build(inst, state)
+        if self.joblib and isinstance(inst, _Result):
+            cls = _instance_class(inst)
+            if cls is not None and cls.judgement.verdict is Verdict.ALLOWED:
+                if (cls.module, cls.name) == _JOBLIB_ARRAY:
+                    self.stack[-1] = self.joblib_array(inst, state)
+                elif (cls.module, cls.name) in _JOBLIB_COMPANIONS:
+                    self.joblib_companion(inst, cls, state)
 
     def op_PERSID(self, arg: str) -> None:
         self.push(self.persistent(arg))
 
     def op_BINPERSID(self, arg: None) -> None:
         self.push(self.persistent(self.pop()))
+
+
+def _may_be_str(value: Any) -> bool:
+    """Whether a value could be a string when loaded: a constant one, or a function's result."""
+    if isinstance(value, (str, _BigStr)):
+        return True
+    return (
+        isinstance(value, _Result)
+        and isinstance(value.func, _Global)
+        and value.opcode in _INVOKING_OPCODES
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# joblib's array layout (joblib/numpy_pickle.py: NumpyArrayWrapper.write_array / read_array)
+
+_JOBLIB_ARRAY = ("joblib.numpy_pickle", "NumpyArrayWrapper")
+_JOBLIB_COMPANIONS = frozenset(
+    {("joblib.numpy_pickle_compat", "NDArrayWrapper"),
+     ("joblib.numpy_pickle_compat", "ZNDArrayWrapper")}
+)
+#: Bytes a pickle opcode starts with: an unpickler stops with an error at any other byte.
+_OPCODE_BYTES = frozenset(op.code.encode("latin-1")[0] for op in pickletools.opcodes)
+#: NumPy's dtype ``__reduce__`` names a dtype by kind and size (``f8``, ``U5``, ``V12``).
+_DTYPE_CODE = re.compile(r"([biufcmMOSUV])([0-9]{0,6})")
+_FIXED_SIZES = frozenset({1, 2, 4, 8, 10, 12, 16, 32})
+_HASOBJECT = 0x01  # NPY_ITEM_HASOBJECT: NumPy takes it from the pickled state as it is
+
+
+def _merge_attrs(attrs: dict[str, Any] | None, state: Any) -> dict[str, Any] | None:
+    """Attributes after the default ``__setstate__`` (dict state, then slot state)."""
+    if attrs is None:
+        return None
+    merged = dict(attrs)
+    parts = list(state) if isinstance(state, tuple) and len(state) == 2 else [state]
+    for part in parts:
+        if part is None:
+            continue
+        if not isinstance(part, _Dict) or part.dropped:
+            return None
+        for key, value in part.items:
+            if type(key) is not str:
+                return None
+            merged[key] = value
+    return merged
+
+
+def _joblib_layout(attrs: dict[str, Any] | None) -> tuple[int, bool, bool, bool, bool] | str:
+    """``(nbytes, hasobject, holds objects, padded, mmap allowed)`` of a wrapped array, or
+    why it cannot be known."""
+    if attrs is None:
+        return "the wrapper's state is not a constant dictionary"
+    shape = attrs.get("shape")
+    items = shape.items if isinstance(shape, _List) and not shape.dropped else shape
+    if not isinstance(items, (tuple, list)) or not all(type(d) in (int, bool) for d in items):
+        return f"the array shape {_render(shape, 80)} is not constant"
+    count = 1
+    for dim in items:
+        count *= int(dim)
+    if any(d < 0 for d in items) or count >= 1 << 63:
+        return f"the array shape {_render(shape, 80)} cannot be loaded"
+    dtype = _dtype_layout(attrs.get("dtype"), 0)
+    if isinstance(dtype, str):
+        return dtype
+    itemsize, has_object, holds_object = dtype
+    padded = attrs.get("numpy_array_alignment_bytes") is not None
+    mmap = attrs.get("allow_mmap") not in (None, False, 0)
+    return count * itemsize, has_object, holds_object, padded, mmap
+
+
+def _dtype_layout(value: Any, depth: int) -> tuple[int, bool, bool] | str:
+    """``(itemsize, hasobject, holds objects)`` of a pickled ``numpy.dtype``, as NumPy
+    rebuilds it: the size from the type code (the state's ``elsize`` for S, U and V), the
+    object flag from the state's flags."""
+    if not (
+        isinstance(value, _Result)
+        and isinstance(value.func, _Global)
+        and (value.func.module, value.func.name) == ("numpy", "dtype")
+        and value.func.judgement.verdict is Verdict.ALLOWED
+        and isinstance(value.args, tuple)
+        and value.args
+        and type(value.args[0]) is str
+    ):
+        return "the array dtype is not a constant numpy.dtype(...)"
+    match = _DTYPE_CODE.fullmatch(value.args[0])
+    state = value.state
+    if (
+        match is None
+        or depth > 8
+        or not isinstance(state, tuple)
+        or len(state) not in (8, 9)
+        or state[0] not in (3, 4)
+        or type(state[5]) is not int
+        or type(state[7]) is not int
+    ):
+        return f"the array dtype {_render(value.args[0], 40)} is not one NumPy writes"
+    kind, digits = match.groups()
+    if kind in "SUV":
+        itemsize = state[5]
+    else:
+        itemsize = int(digits) if digits else -1
+        if itemsize not in _FIXED_SIZES:
+            return f"the array dtype {value.args[0]!r} has no fixed size"
+    if itemsize < 0:
+        return f"the array dtype {value.args[0]!r} has no size"
+    holds = kind == "O"
+    if kind == "V":
+        inner: list[Any] = []
+        if isinstance(state[2], tuple) and state[2]:
+            inner.append(state[2][0])
+        elif state[2] is not None:
+            return "the array dtype's sub-array is not constant"
+        if isinstance(state[4], _Dict) and not state[4].dropped:
+            inner.extend(v[0] for _, v in state[4].items if isinstance(v, tuple) and v)
+        elif state[4] is not None:
+            return "the array dtype's fields are not constant"
+        for part in inner:
+            sub = _dtype_layout(part, depth + 1)
+            if isinstance(sub, str):
+                return sub
+            holds = holds or sub[1] or sub[2]
+    return itemsize, bool(state[7] & _HASOBJECT), holds
 
 
 def _pairs(items: list[Any], opcode: str) -> list[tuple[Any, Any]]:
@@ -1716,6 +2131,7 @@ def analyse_pickle(
     max_depth: int = 3,
     policy: PicklePolicy | None = None,
     limits: PickleLimits | None = None,
+    max_pickles: int | None = None,
 ) -> PickleReport:
     """Analyse a pickle stream without unpickling it.
 
@@ -1732,13 +2148,16 @@ def analyse_pickle(
             and the like) are followed, from 0 (none) to 32.
         policy: An import policy; the bundled allowlist and deny list by default.
         limits: Resource bounds; :class:`PickleLimits` defaults when ``None``.
+        max_pickles: Analyse at most this many concatenated pickles and stop right after the
+            last one's ``STOP`` (``report.end_offset``), for formats that put other data
+            after their pickles (PyTorch's legacy format); ``None`` reads to the end.
 
     Returns:
         The report: findings (most severe first), imports, calls, counts.
 
     Raises:
-        InvalidParameterError: ``ecosystems`` names an unknown ecosystem, or ``max_depth``
-            is out of range.
+        InvalidParameterError: ``ecosystems`` names an unknown ecosystem, ``max_depth`` is
+            out of range, or ``max_pickles`` is not a positive integer.
 
     Example:
         >>> import pickle
@@ -1747,6 +2166,10 @@ def analyse_pickle(
     """
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 0 <= max_depth <= 32:
         raise InvalidParameterError([f"max_depth must be an integer in [0, 32], got {max_depth!r}"])
+    if max_pickles is not None and (
+        isinstance(max_pickles, bool) or not isinstance(max_pickles, int) or max_pickles < 1
+    ):
+        raise InvalidParameterError([f"max_pickles must be a positive integer, got {max_pickles!r}"])
     policy = policy if policy is not None else load_policy()
     chosen = policy.resolve_ecosystems(ecosystems)
     analysis = _Analysis(
@@ -1760,7 +2183,7 @@ def analyse_pickle(
         io.BytesIO(bytes(data)) if isinstance(data, (bytes, bytearray, memoryview)) else data
     )
     try:
-        analysis.run_stream(stream, depth=0, via="")
+        analysis.run_stream(stream, depth=0, via="", max_pickles=max_pickles)
     except Exception as exc:  # fail closed: an analyser bug must not pass a file
         logger.debug("pickle analysis of %s failed", origin or "<bytes>", exc_info=True)
         analysis.malformed(0, "", 0, 0, f"internal analyser error ({type(exc).__name__})")
@@ -1773,6 +2196,8 @@ def analyse_pickle(
         opcodes=analysis.opcodes,
         protocol=analysis.protocol,
         complete=analysis.complete,
+        end_offset=analysis.end_offset if analysis.complete else None,
+        torch_storages=analysis.storages,
     )
 
 

@@ -16,6 +16,8 @@ Format ids:
 ``keras``                 Keras 3 ``.keras`` zip (``config.json`` + ``metadata.json``)
 ``zip`` / ``tar``         other archives, scanned member by member
 ``gzip``/``bz2``/``xz``   compressed streams, scanned after bounded decompression
+``zlib`` / ``lzma``       bare zlib and LZMA-alone streams (compressed joblib files)
+``lz4`` / ``zstd``        frames the scanner cannot decompress: reported, never passed
 ``hdf5``                  HDF5 (Keras ``.h5`` models among them)
 ``safetensors``           safetensors (length-prefixed JSON header)
 ``gguf``                  GGUF (llama.cpp)
@@ -29,22 +31,29 @@ Format ids:
 from __future__ import annotations
 
 import io
+import lzma
 import pickletools
+import re
 import struct
 import tarfile
 import zipfile
+import zlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from phalanx.supplychain.scan.base import Source
 
-__all__ = ["FORMATS", "sniff", "sniff_bytes", "zip_kind"]
+__all__ = ["FORMATS", "UNSCANNABLE", "sniff", "sniff_bytes", "zip_kind"]
 
 FORMATS: tuple[str, ...] = (
     "pickle", "pytorch-legacy", "pytorch-zip", "torchscript", "pytorch-tar", "npy", "npz",
-    "keras", "zip", "tar", "gzip", "bz2", "xz", "hdf5", "safetensors", "gguf", "onnx",
+    "keras", "zip", "tar", "gzip", "bz2", "xz", "zlib", "lzma", "lz4", "zstd", "hdf5", "safetensors", "gguf", "onnx",
     "savedmodel", "json", "text", "empty", "unknown",
 )
+
+#: Compressed formats the scanner recognises but cannot open (no decompressor in the standard
+#: library): a file in one of them fails the scan instead of passing unseen.
+UNSCANNABLE: frozenset[str] = frozenset({"lz4", "zstd"})
 
 #: ``torch.save``'s legacy format starts with a pickled magic number (protocol 2, LONG1).
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
@@ -65,13 +74,38 @@ def sniff(source: Source) -> str:
     if fmt == "tar":
         with source.open() as fh:
             return _tar_kind(fh)
-    if fmt == "hdf5?":
+    if fmt == "protobuf?" or (fmt in ("text", "hdf5?", "unknown") and _protobuf_start(head)):
+        # Protobuf fields may come in any order and the SavedModel schema version is
+        # optional, so an ONNX or SavedModel file can start with any top-level field's key,
+        # even one that looks like text: walk the fields before settling for another answer.
         with source.open() as fh:
-            return "hdf5" if _hdf5_userblock(fh) else "unknown"
-    if fmt == "protobuf?":
+            kind = _protobuf_kind(fh, source.size)
+        if kind != "unknown":
+            return kind
+        if fmt == "protobuf?":
+            fmt = "hdf5?" if source.size > 512 else "unknown"
+    if fmt in ("hdf5?", "text", "json", "unknown") and source.size > 512:
+        # The HDF5 library also finds a superblock after a user block of 512 * 2**k bytes,
+        # whatever the user block holds (text, or a protobuf-looking first byte).
         with source.open() as fh:
-            return _protobuf_kind(fh, source.size)
+            if _hdf5_userblock(fh):
+                return "hdf5"
+    fmt = "unknown" if fmt == "hdf5?" else fmt
+    if fmt in ("unknown", "text", "json") and source.size >= 22:
+        # Python's zipfile (and so Keras, and any loader built on it) finds an archive by the
+        # end record at the end of the file, whatever comes first: a zip behind junk.
+        with source.open() as fh:
+            if _has_zip_end_record(fh, source.size):
+                return "zip"
     return fmt
+
+
+def _has_zip_end_record(fh: object, size: int) -> bool:
+    tail = min(size, 65_535 + 22)
+    fh.seek(size - tail)  # type: ignore[attr-defined]
+    data = fh.read(tail)  # type: ignore[attr-defined]
+    at = data.rfind(b"PK\x05\x06")
+    return at >= 0 and len(data) - at >= 22
 
 
 def sniff_bytes(head: bytes, *, size: int | None = None) -> str:
@@ -84,7 +118,9 @@ def sniff_bytes(head: bytes, *, size: int | None = None) -> str:
     size = len(head) if size is None else size
     if head.startswith(_ZIP_MAGICS):
         return "zip"
-    if head.startswith(_TORCH_LEGACY_MAGIC):
+    if head.startswith(_TORCH_LEGACY_MAGIC) or (
+        head[:1] == b"\x80" and _TORCH_LEGACY_MAGIC[2:] in head[:32]
+    ):  # the magic number pickled with any protocol (torch.save's pickle_protocol)
         return "pytorch-legacy"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
@@ -98,6 +134,10 @@ def sniff_bytes(head: bytes, *, size: int | None = None) -> str:
         return "bz2"
     if head.startswith(b"\xfd7zXZ\x00"):
         return "xz"
+    if head.startswith(b"\x04\x22\x4d\x18"):
+        return "lz4"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zstd"
     if len(head) > 262 and head[257:262] == b"ustar":
         return "tar"
     if _is_safetensors(head, size):
@@ -106,6 +146,10 @@ def sniff_bytes(head: bytes, *, size: int | None = None) -> str:
         return "pickle"
     if _looks_like_pickle(head):
         return "pickle"
+    if _is_zlib(head):
+        return "zlib"
+    if _is_lzma_alone(head):
+        return "lzma"
     text = _text_kind(head)
     if text:
         return text
@@ -116,33 +160,83 @@ def sniff_bytes(head: bytes, *, size: int | None = None) -> str:
     return "unknown"
 
 
+def _is_zlib(head: bytes) -> bool:
+    """A zlib stream (RFC 1950): deflate, window <= 32 KiB, header checksum, and it inflates."""
+    if len(head) < 3 or head[0] & 0x0F != 8 or head[0] >> 4 > 7:
+        return False
+    if (head[0] << 8 | head[1]) % 31 or head[1] & 0x20:  # no preset dictionaries
+        return False
+    try:
+        zlib.decompressobj().decompress(head, 256)
+    except zlib.error:
+        return False
+    return True
+
+
+def _is_lzma_alone(head: bytes) -> bool:
+    """An LZMA-alone (``.lzma``) stream: no magic number, so its properties must decode."""
+    if len(head) < 14 or head[0] >= 9 * 5 * 5:
+        return False
+    dict_size = int.from_bytes(head[1:5], "little")
+    if dict_size < 4096 or dict_size > 1 << 30:
+        return False
+    try:
+        lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(head, 256)
+    except lzma.LZMAError:
+        return False
+    return True
+
+
 def _is_safetensors(head: bytes, size: int) -> bool:
     if len(head) < 9:
         return False
     (n,) = struct.unpack("<Q", head[:8])
-    return 2 <= n <= size - 8 and head[8:9] == b"{"
+    # A declared length past the end of the file is still safetensors (a malformed one):
+    # the scanner reports it rather than letting it pass as an unknown format.
+    return n >= 2 and head[8:9] == b"{"
 
 
 def _looks_like_pickle(head: bytes) -> bool:
-    """Protocol 0/1 pickles have no header: parse the first opcodes and see if they hold."""
-    if head[:1] not in _PICKLE_START:
+    """Protocol 0/1 pickles (and headerless higher-protocol ones) have no magic number.
+
+    The unpickler runs whatever opcodes it finds until ``STOP`` or an error, so a stream is
+    taken for a pickle when its opcodes parse to a ``STOP``, or when they parse for a while
+    (8 opcodes, or 3 that import or call something) before breaking off: a payload followed
+    by garbage still runs.
+    """
+    if head[0] not in _OPCODE_BYTES:
         return False
+    if head[:1] in (b"I", b"L") and _python_int_line(head):
+        return True  # INT/LONG arguments the unpickler reads with int(x, 0) but pickletools not
     seen = 0
+    imports = False
     try:
-        for opcode, _arg, _pos in pickletools.genops(io.BytesIO(head)):
+        for opcode, arg, _pos in pickletools.genops(io.BytesIO(head)):
             seen += 1
+            if opcode.name in ("GLOBAL", "INST"):
+                if not _IMPORT_ARG.fullmatch(str(arg)):
+                    return False  # text that happens to start like a GLOBAL opcode
+                imports = True
+            imports = imports or opcode.name == "STACK_GLOBAL"
             if opcode.name == "STOP" or seen >= 64:
                 return True
     except (ValueError, UnicodeDecodeError, struct.error):
-        # a head cut mid-opcode is still a pickle if what came before parsed
-        return len(head) >= _HEAD and seen >= 8
-    return False
+        pass
+    return seen >= 8 or (imports and seen >= 3)
 
 
-# Opcodes a protocol 0/1 pickle plausibly starts with.
-_PICKLE_START = frozenset(
-    bytes([c]) for c in b"(c]})NILFSVUTXGKJMdltiq.\x88\x89\x8a\x8b"
-)
+_OPCODE_BYTES = frozenset(op.code.encode("latin-1")[0] for op in pickletools.opcodes)
+#: ``GLOBAL``/``INST`` arguments as pickletools renders them: "module name", dotted names.
+_IMPORT_ARG = re.compile(r"[A-Za-z_][\w.]* [A-Za-z_][\w.]*")
+
+
+def _python_int_line(head: bytes) -> bool:
+    line = head[1:].split(b"\n", 1)[0].rstrip(b"L")
+    try:
+        int(line.decode("ascii"), 0)
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return b"\n" in head
 
 
 def _text_kind(head: bytes) -> str | None:
@@ -196,6 +290,17 @@ def _tar_kind(fh: object) -> str:
     if {"sys_info", "pickle"} <= names or {"pickle", "storages"} <= names:
         return "pytorch-tar"
     return "tar"
+
+
+#: First bytes of the top-level fields of ONNX ``ModelProto`` (ir_version 1, producer 2-3,
+#: domain 4, model_version 5, doc_string 6, graph 7, opset_import 8, metadata_props 14,
+#: training_info 20, functions 25) and of ``SavedModel`` (schema version 1, meta graphs 2).
+_PROTOBUF_KEYS = frozenset({0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
+_PROTOBUF_LONG_KEYS = (b"\xa2\x01", b"\xca\x01")
+
+
+def _protobuf_start(head: bytes) -> bool:
+    return head[0] in _PROTOBUF_KEYS or head.startswith(_PROTOBUF_LONG_KEYS)
 
 
 def _hdf5_userblock(fh: object) -> bool:
