@@ -77,6 +77,7 @@ import io
 import logging
 import pickletools
 import re
+import warnings
 import zlib
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections.abc import Iterable, Iterator
@@ -2183,7 +2184,11 @@ def analyse_pickle(
         io.BytesIO(bytes(data)) if isinstance(data, (bytes, bytearray, memoryview)) else data
     )
     try:
-        analysis.run_stream(stream, depth=0, via="", max_pickles=max_pickles)
+        # pickletools decodes STRING arguments with codecs.escape_decode, which warns about
+        # invalid escapes: that is attacker-controlled input, not the caller's problem.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            analysis.run_stream(stream, depth=0, via="", max_pickles=max_pickles)
     except Exception as exc:  # fail closed: an analyser bug must not pass a file
         logger.debug("pickle analysis of %s failed", origin or "<bytes>", exc_info=True)
         analysis.malformed(0, "", 0, 0, f"internal analyser error ({type(exc).__name__})")

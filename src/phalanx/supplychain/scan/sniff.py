@@ -36,6 +36,7 @@ import pickletools
 import re
 import struct
 import tarfile
+import warnings
 import zipfile
 import zlib
 from typing import TYPE_CHECKING
@@ -210,18 +211,20 @@ def _looks_like_pickle(head: bytes) -> bool:
         return True  # INT/LONG arguments the unpickler reads with int(x, 0) but pickletools not
     seen = 0
     imports = False
-    try:
-        for opcode, arg, _pos in pickletools.genops(io.BytesIO(head)):
-            seen += 1
-            if opcode.name in ("GLOBAL", "INST"):
-                if not _IMPORT_ARG.fullmatch(str(arg)):
-                    return False  # text that happens to start like a GLOBAL opcode
-                imports = True
-            imports = imports or opcode.name == "STACK_GLOBAL"
-            if opcode.name == "STOP" or seen >= 64:
-                return True
-    except (ValueError, UnicodeDecodeError, struct.error):
-        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # invalid escapes in STRING args
+        try:
+            for opcode, arg, _pos in pickletools.genops(io.BytesIO(head)):
+                seen += 1
+                if opcode.name in ("GLOBAL", "INST"):
+                    if not _IMPORT_ARG.fullmatch(str(arg)):
+                        return False  # text that happens to start like a GLOBAL opcode
+                    imports = True
+                imports = imports or opcode.name == "STACK_GLOBAL"
+                if opcode.name == "STOP" or seen >= 64:
+                    return True
+        except (ValueError, UnicodeDecodeError, struct.error):
+            pass
     return seen >= 8 or (imports and seen >= 3)
 
 
