@@ -97,7 +97,8 @@ def sniff(source: Source) -> str:
         # end record at the end of the file, whatever comes first: a zip behind junk.
         with source.open() as fh:
             if _has_zip_end_record(fh, source.size):
-                return "zip"
+                fh.seek(0)
+                return zip_kind(fh)
     return fmt
 
 
