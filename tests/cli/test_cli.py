@@ -31,7 +31,10 @@ def test_demo_writes_reports_and_stores_the_run(demo_run: dict[str, Any]) -> Non
     assert report["schema"] == "phalanx.report"
     run = report["run"]
     assert run["command"] == "demo" and run["status"] == "completed"
-    standard, robust = run["results"]
+    scan, standard, robust = run["results"]
+    # the zoo's own torch.save checkpoints are scanned first and pass
+    assert scan["check"] == "model-scan" and "zoo:mnist-cnn-pgdat" in scan["target"]
+    assert not [f for f in scan["findings"] if f["severity"] not in ("info", "low")]
     assert "mnist-cnn on" in standard["target"] and "mnist-cnn-pgdat" in robust["target"]
 
     def rates(result: dict[str, Any]) -> tuple[float, float]:

@@ -65,14 +65,23 @@ def run_demo(
 ) -> list[Result]:
     """Run the demo plan; each result goes to ``on_result`` as soon as it is finished."""
     from phalanx.evasion.evaluate import RobustnessCheck
+    from phalanx.supplychain.scan import ModelScanCheck
     from phalanx.zoo import load_dataset, load_model
+    from phalanx.zoo.models import get_spec
 
     data = load_dataset(plan.dataset, "test")
     check = RobustnessCheck(eps=plan.eps, norm="linf", suite="quick", n=plan.n,
                             seed=context.seed or 0)
     results = []
-    for name in plan.models:
-        model = load_model(name, context=context)
+    # Train what is not cached yet, then scan the weight files before the evaluation uses
+    # them: the supply-chain check on the demo's own torch.save checkpoints.
+    models = {name: load_model(name, context=context) for name in plan.models}
+    scan = ModelScanCheck().run([get_spec(name).path for name in plan.models], context=context)
+    scan.target = "weights of " + ", ".join(f"zoo:{name}" for name in plan.models)
+    if on_result is not None:
+        on_result(scan)
+    results.append(scan)
+    for name, model in models.items():
         result = check.run(model, data, context=context)
         result.target = f"zoo:{name} on zoo:{plan.dataset}"
         if on_result is not None:
