@@ -608,6 +608,39 @@ _BYTES_OPCODES = frozenset({b"B", b"\x8e", b"\x96"})  # BINBYTES, BINBYTES8, BYT
 _CHUNK = 1 << 20
 
 
+_SALVAGE_BYTES = 1 << 20
+_TEXT_IMPORT = re.compile(rb"[ci]([A-Za-z_][\w.]{0,255})\n([A-Za-z_][\w.]{0,255})\n")
+_NAME = re.compile(r"[A-Za-z_][\w.]{0,255}")
+
+
+def _salvage_imports(data: bytes) -> list[tuple[str, str]]:
+    """``(module, name)`` pairs that look like ``GLOBAL``/``INST`` or ``STACK_GLOBAL`` imports."""
+    found = [(m.group(1).decode(), m.group(2).decode()) for m in _TEXT_IMPORT.finditer(data)]
+
+    def short_unicode(at: int) -> tuple[str, int] | None:
+        if at + 2 > len(data) or data[at] != 0x8C:
+            return None
+        end = at + 2 + data[at + 1]
+        try:
+            text = data[at + 2:end].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if end > len(data) or not _NAME.fullmatch(text):
+            return None
+        if end < len(data) and data[end] == 0x94:  # MEMOIZE
+            end += 1
+        return text, end
+
+    at = data.find(b"\x8c")
+    while at >= 0 and len(found) < 1000:
+        first = short_unicode(at)
+        second = short_unicode(first[1]) if first else None
+        if first and second and second[1] < len(data) and data[second[1]] == 0x93:
+            found.append((first[0], second[0]))
+        at = data.find(b"\x8c", at + 1)
+    return found
+
+
 class _Reader:
     """The file object :func:`pickletools.genops` reads, with bounded reads.
 
@@ -957,7 +990,7 @@ class _Analysis:
         if len(self._events) >= self.limits.max_findings:
             self._overflow += 1
             return
-        full = {"pickle_index": index, "depth": depth, **evidence}
+        full = {"kind": kind, "pickle_index": index, "depth": depth, **evidence}
         if via:
             full["via"] = via
         self._events[dedup] = _Event(kind, severity, title, detail, remediation, full)
@@ -1253,6 +1286,7 @@ class _Machine:
                 analysis.malformed(
                     self.depth, self.via, self.index, self.reader.opcode_offset(), str(exc)
                 )
+                self._salvage()
             return False
         except _VMError as exc:
             if self.silent:
@@ -1264,6 +1298,22 @@ class _Machine:
             return False
         except _Abort:
             return False
+
+    def _salvage(self) -> None:
+        """After a parse error, look for imports in the bytes that follow anyway.
+
+        pickletools is stricter than the unpickler in a few corners (``INT`` arguments such
+        as ``0x1``), so a stream it cannot parse may still load and run what comes next. The
+        next MiB is searched for ``GLOBAL``/``INST`` lines and ``STACK_GLOBAL`` operand pairs;
+        what they import is judged like any import, so a payload behind the differential is
+        named at its real severity rather than as "malformed" alone.
+        """
+        try:
+            tail = self.reader._take(_SALVAGE_BYTES)
+        except (OSError, ValueError):
+            return
+        for module, name in _salvage_imports(tail):
+            self.analysis.record_global(self._resolve(module, name), self, after_error=True)
 
     def _lint(self, gen: Iterator[Any]) -> bool:
         """After a load would have failed, keep reading to the STOP and flag imports anyway."""
@@ -1866,6 +1916,19 @@ class _Machine:
     def op_put(self, arg: Any) -> None:
         if not isinstance(arg, int) or arg < 0:
             raise _VMError(f"invalid memo key {arg!r}")
+        if arg > max(1 << 20, 4 * self.analysis.opcodes):
+            # The C unpickler keeps the memo in an array sized by the largest index: a
+            # single PUT at 2**30 makes the load allocate and zero gigabytes. Pickles written
+            # by pickle number their memo entries in order, never far beyond the object count.
+            self.analysis.event(
+                self, "memo-index", Severity.MEDIUM,
+                "Memo index far beyond the pickle's size (memory exhaustion on load)",
+                f"A PUT stores into memo slot {arg} after only {self.analysis.opcodes} "
+                "opcodes. The C unpickler grows its memo array to that index, so loading the "
+                "file allocates about 8 bytes per slot and can exhaust memory.",
+                key=str(arg), remediation=_REMEDIATION_MALFORMED, offset=self.offset,
+                memo_index=arg,
+            )
         self.memo[arg] = self.top()
 
     op_PUT = op_BINPUT = op_LONG_BINPUT = op_put

@@ -1,0 +1,984 @@
+"""Model-file scanner benchmark: phalanx against picklescan, ModelScan, fickling and ModelAudit.
+
+Every scanner gets the same files: the corpus of ``tests/supplychain/corpus.py`` (malicious
+samples reproducing published bypasses, and benign files the real libraries write), written
+to a temporary directory, plus large benign files for throughput. Each tool scans each sample
+separately, through its own command-line entry point, with a per-sample timeout; phalanx is
+also run in-process through its library API.
+
+Contenders (peers come from their own virtualenv, ``--peers-venv``, made by
+``benchmarks/setup-scan-peers.sh``; a tool that is not installed is skipped with the reason):
+
+===================== ==================================================================
+``phalanx``           ``phalanx scan PATH --format json --no-store --output REPORT``
+                      (default ``--fail-on medium``), from phalanx's own ``.venv``
+``phalanx-api``       ``phalanx.supplychain.scan.scan_paths([PATH])`` in this process
+``picklescan``        ``picklescan -p PATH``
+``picklescan-strict`` ``picklescan --strict -p PATH`` (unknown globals become dangerous)
+``modelscan``         ``modelscan -p PATH -r json -o REPORT``
+``fickling``          ``fickling --check-safety --json-output REPORT PATH``
+``modelaudit``        ``modelaudit scan --format json --no-cache -o REPORT PATH``
+===================== ==================================================================
+
+Modes (``--mode``): **warm** (default) keeps one process per tool that imports the tool once
+and then calls its console-script entry point (the function ``bin/<tool>`` runs) for each
+sample with that sample's arguments, capturing exit code and output exactly as the CLI would
+produce them; a sample that outlives ``--timeout`` kills the process, which is restarted for
+the next sample. Start-up (interpreter and imports: 1 to 4 s per call for some tools) would
+otherwise dominate the run. **cold** starts a fresh process per sample, as a CI step does;
+slower, same verdicts. In warm mode each tool also scans the ``--cold-samples`` smallest
+benign samples in fresh processes, to report what one cold invocation costs.
+
+When a tool "detects" a sample (the verdict ``flagged``), per tool:
+
+- ``phalanx``: exit code 1 (a finding at or above ``medium``), or a finding of severity
+  ``medium``/``high``/``critical`` in its JSON report. Exit 2 with no such finding: error.
+- ``phalanx-api``: a finding of severity ``medium`` or above. An exception: error.
+- ``picklescan`` (both modes): a dangerous-globals count above 0 in its summary, which is what
+  its exit code 1 means; its exit code 2 (a scan error) still counts as flagged when the
+  summary printed dangerous globals first, and as an error otherwise. "Suspicious" globals
+  are picklescan's own below-threshold level and do not count (``--strict`` promotes them).
+- ``modelscan``: an issue of severity ``MEDIUM``, ``HIGH`` or ``CRITICAL`` in its JSON (its
+  exit code is 2 or 3 whenever a scanner failed, even with issues found, so the exit code
+  alone cannot be used). No issue, exit code 3 ("nothing scanned") and no scanner error:
+  unsupported; no issue and a scanner error: error.
+- ``fickling``: exit code 1 (``EXIT_UNSAFE``: some pickle in the file is above
+  ``LIKELY_SAFE``). Exit code 2 (parse failure, not a pickle): error.
+- ``modelaudit``: an issue of severity ``warning`` or ``critical`` (its medium equivalent and
+  above; ``info``/``debug`` do not count), which is also what its exit code 1 means. No such
+  issue and exit code 2: error.
+
+Every tool: no result within ``--timeout`` seconds is ``timeout``; a process that ends on an
+uncaught exception (a traceback as the last thing on stderr) is a crash, counted as ``error``
+even when its exit code is 1, which Python uses for uncaught exceptions and some tools also
+use for "issues found". Scoring: a malicious sample counts as detected only when
+``flagged``, so errors, unsupported formats and timeouts are misses; a benign sample counts
+as a false positive only when ``flagged``, and an error, unsupported format or timeout on it
+is counted as an error, not as a false positive.
+
+Speed: **per-file MB/s** is the total size of the samples divided by the sum of the tool's
+per-sample wall times in the chosen mode; **large-file MB/s** is one cold run on each large
+benign file (``--large``: a ~``--large-mb`` MB pickled NumPy array, and a ``torch.save``
+checkpoint of the same size when torch is installed), one tool at a time, with
+``--large-timeout``. With ``--jobs`` above 1 several tools run at once, so per-sample times
+include contention; use ``--jobs 1`` on a quiet machine for per-file figures to quote.
+
+Usage::
+
+    .venv/bin/python benchmarks/scan.py [--tools phalanx,picklescan,...] [--mode warm]
+        [--timeout 60] [--jobs 2] [--large numpy,torch] [--large-mb 200]
+        [--out benchmarks/results] [--peers-venv benchmarks/.venv-scan-peers] [--keep DIR]
+
+Writes ``scan.json`` (machine, versions, rules, the per-sample matrix, summaries) and
+``scan.md`` (tables) to ``--out``, overwriting them. Progress goes to stderr. See
+``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import queue
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS_DIR = ROOT / "tests" / "supplychain"
+
+#: Severity ranks shared by every tool's vocabulary (``medium`` is the detection threshold).
+RANK = {
+    "debug": 0, "info": 1, "low": 2, "medium": 3, "warning": 3, "high": 4, "error": 4,
+    "critical": 5,
+}
+MEDIUM = RANK["medium"]
+PEER_PACKAGES = ("picklescan", "modelscan", "fickling", "modelaudit")
+#: Telemetry and hub look-ups off: the benchmark must run offline and not phone home.
+QUIET_ENV = {
+    "PROMPTFOO_DISABLE_TELEMETRY": "1", "NO_ANALYTICS": "1", "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- outcomes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """One tool on one file.
+
+    Args:
+        verdict: ``flagged``, ``clean``, ``error``, ``unsupported``, ``timeout`` or ``skipped``.
+        seconds: Wall-clock time of the run (process start-up included for CLI tools).
+        exit_code: The process exit code (``None`` in process or on timeout).
+        max_severity: The most severe issue the tool reported, in its own words.
+        detail: A short reason (the top issue, or the error).
+    """
+
+    verdict: str
+    seconds: float = 0.0
+    exit_code: int | None = None
+    max_severity: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class Proc:
+    """What a finished subprocess left behind."""
+
+    code: int
+    stdout: str
+    stderr: str
+    report: Any  # parsed JSON report file, or None
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return _short(lines[-1]) if lines else ""
+
+
+def _max_severity(names: Sequence[str]) -> str | None:
+    ranked = [(RANK.get(n.lower(), -1), n) for n in names]
+    ranked = [r for r in ranked if r[0] >= 0]
+    return max(ranked)[1] if ranked else None
+
+
+# -- tools ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tool:
+    """A command-line scanner: how to call it and how to read its answer.
+
+    Args:
+        name: Contender name in the tables.
+        program: Its console script (``bin/<program>``; the worker loads the same entry point).
+        python: The interpreter of the virtualenv it is installed in.
+        args: ``(target, report file) -> arguments`` after the program name.
+        judge: Turns a finished run into a verdict (the rules in the module docstring).
+        uses_report: Whether it writes a JSON report file that the judge reads.
+    """
+
+    name: str
+    program: str
+    python: Path
+    args: Callable[[Path, Path], list[str]]
+    judge: Callable[[Proc], Outcome]
+    uses_report: bool = False
+    missing: str = ""  # why the tool cannot run, when it cannot
+    version: str = ""
+
+    @property
+    def executable(self) -> Path:
+        return self.python.parent / self.program
+
+
+def _phalanx_findings(report: Any) -> list[dict[str, Any]]:
+    """The findings of a phalanx JSON report (``results[].findings[]``)."""
+    if not isinstance(report, dict):
+        return []
+    run = report.get("run") if isinstance(report.get("run"), dict) else report
+    found = []
+    for result in run.get("results") or []:
+        if isinstance(result, dict):
+            found += [f for f in result.get("findings") or [] if isinstance(f, dict)]
+    return found
+
+
+def _judge_phalanx(p: Proc) -> Outcome:
+    report = p.report if p.report is not None else _load_json_text(p.stdout)
+    findings = _phalanx_findings(report)
+    sev = _max_severity([str(f.get("severity", "")) for f in findings])
+    top = max(findings, key=lambda f: RANK.get(str(f.get("severity", "")).lower(), -1),
+              default={})
+    detail = _short(f"{top.get('severity')}: {top.get('title')}") if top else ""
+    if p.code == 1 or (sev is not None and RANK[sev.lower()] >= MEDIUM):
+        return Outcome("flagged", max_severity=sev, detail=detail)
+    if p.code == 0:
+        return Outcome("clean", max_severity=sev, detail=detail)
+    return Outcome("error", max_severity=sev, detail=_last_line(p.stderr or p.stdout))
+
+
+_PICKLESCAN_DANGEROUS = re.compile(r"Dangerous globals:\s*(\d+)")
+
+
+def _judge_picklescan(p: Proc) -> Outcome:
+    text = p.stdout + p.stderr
+    match = _PICKLESCAN_DANGEROUS.search(text)
+    dangerous = int(match.group(1)) if match else 0
+    lines = [ln for ln in text.splitlines() if "dangerous import" in ln.lower()]
+    detail = _short(lines[0]) if lines else ""
+    if p.code == 1 or dangerous > 0:
+        return Outcome("flagged", max_severity="dangerous", detail=detail)
+    if p.code == 0:
+        return Outcome("clean")
+    return Outcome("error", detail=_last_line(text))
+
+
+def _judge_modelscan(p: Proc) -> Outcome:
+    report = p.report if isinstance(p.report, dict) else None
+    if report is None:
+        return Outcome("error", detail=_last_line(p.stderr or p.stdout) or "no JSON report")
+    issues = report.get("issues") or []
+    sev = _max_severity([i.get("severity", "") for i in issues if isinstance(i, dict)])
+    if sev is not None and RANK[sev.lower()] >= MEDIUM:
+        top = max(issues, key=lambda i: RANK.get(str(i.get("severity", "")).lower(), -1))
+        return Outcome("flagged", max_severity=sev, detail=_short(str(top.get("description"))))
+    errors = report.get("errors") or []
+    if p.code == 3 and not errors:
+        return Outcome("unsupported", max_severity=sev, detail="no supported files")
+    if p.code in (0, 1) and not errors:
+        return Outcome("clean", max_severity=sev)
+    first = errors[0] if errors and isinstance(errors[0], dict) else {}
+    message = str(first.get("description", ""))
+    return Outcome("error", max_severity=sev,
+                   detail=_short(f"scanner error: {message}" if message else _last_line(p.stderr)))
+
+
+def _judge_fickling(p: Proc) -> Outcome:
+    sev = None
+    if isinstance(p.report, dict):
+        sev = p.report.get("severity")
+    elif isinstance(p.report, list):
+        names = [str(r.get("severity")) for r in p.report if isinstance(r, dict)]
+        sev = names[-1] if names else None
+    if p.code == 1:
+        return Outcome("flagged", max_severity=sev, detail=_fickling_detail(p.report))
+    if p.code == 0:
+        return Outcome("clean", max_severity=sev)
+    return Outcome("error", max_severity=sev, detail=_last_line(p.stderr or p.stdout))
+
+
+def _fickling_detail(report: Any) -> str:
+    if isinstance(report, dict):
+        for key in ("analysis", "detailed_results"):
+            if report.get(key):
+                return _short(str(report[key]))
+    return ""
+
+
+def _judge_modelaudit(p: Proc) -> Outcome:
+    report = p.report if isinstance(p.report, dict) else _load_json_text(p.stdout)
+    if not isinstance(report, dict):
+        return Outcome("error", detail=_last_line(p.stderr or p.stdout) or "no JSON report")
+    issues = [i for i in report.get("issues") or [] if isinstance(i, dict)]
+    sev = _max_severity([str(i.get("severity", "")) for i in issues])
+    if p.code == 1 or (sev is not None and RANK[sev.lower()] >= MEDIUM):
+        top = max(issues, key=lambda i: RANK.get(str(i.get("severity", "")).lower(), -1),
+                  default={})
+        return Outcome("flagged", max_severity=sev, detail=_short(str(top.get("message", ""))))
+    if p.code == 0:
+        return Outcome("clean", max_severity=sev)
+    return Outcome("error", max_severity=sev, detail=_last_line(p.stderr) or "exit code 2")
+
+
+def _load_json_text(text: str) -> Any:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        start = text.find("{")
+        if start < 0:
+            return None
+        try:
+            return json.loads(text[start:])
+        except ValueError:
+            return None
+
+
+def make_tools(peers_venv: Path) -> dict[str, Tool]:
+    """Every contender, with ``missing`` set where it cannot run here."""
+    # absolute, but not resolved: a venv's python is a symlink to the base interpreter
+    ours = Path(os.path.abspath(sys.executable))
+    peer = Path(os.path.abspath(peers_venv)) / "bin" / "python"
+    tools = {
+        "phalanx": Tool("phalanx", "phalanx", ours,
+                        lambda t, r: ["scan", str(t), "--format", "json", "--no-store",
+                                      "--output", str(r)],
+                        _judge_phalanx, uses_report=True),
+        "picklescan": Tool("picklescan", "picklescan", peer, lambda t, r: ["-p", str(t)],
+                           _judge_picklescan),
+        "picklescan-strict": Tool("picklescan-strict", "picklescan", peer,
+                                  lambda t, r: ["--strict", "-p", str(t)], _judge_picklescan),
+        "modelscan": Tool("modelscan", "modelscan", peer,
+                          lambda t, r: ["-p", str(t), "-r", "json", "-o", str(r)],
+                          _judge_modelscan, uses_report=True),
+        "fickling": Tool("fickling", "fickling", peer,
+                         lambda t, r: ["--check-safety", "--json-output", str(r), str(t)],
+                         _judge_fickling, uses_report=True),
+        "modelaudit": Tool("modelaudit", "modelaudit", peer,
+                           lambda t, r: ["scan", "--format", "json", "--no-cache", "-o", str(r),
+                                         str(t)],
+                           _judge_modelaudit, uses_report=True),
+    }
+    versions = peer_versions(peers_venv)
+    for name, tool in tools.items():
+        if not tool.executable.exists():
+            hint = ("run from phalanx's .venv" if name == "phalanx"
+                    else "run benchmarks/setup-scan-peers.sh or pass --peers-venv")
+            tool.missing = f"{tool.executable} not found: {hint}"
+        if name != "phalanx":
+            tool.version = versions.get(tool.program, "")
+    return tools
+
+
+def peer_versions(peers_venv: Path) -> dict[str, str]:
+    python = peers_venv / "bin" / "python"
+    if not python.exists():
+        return {}
+    code = ("import importlib.metadata as m, json\n"
+            "out = {}\n"
+            f"for p in {list(PEER_PACKAGES)!r}:\n"
+            "    try: out[p] = m.version(p)\n"
+            "    except m.PackageNotFoundError: pass\n"
+            "print(json.dumps(out))")
+    try:
+        done = subprocess.run([str(python), "-c", code], capture_output=True, text=True,
+                              timeout=60, check=False)
+        return json.loads(done.stdout or "{}")
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return {}
+
+
+def _finish(tool: Tool, code: int, stdout: str, stderr: str, report_path: Path,
+            seconds: float) -> Outcome:
+    report = None
+    if tool.uses_report and report_path.exists():
+        try:
+            report = json.loads(report_path.read_text(errors="replace") or "null")
+        except ValueError:
+            report = None
+    if code in (1, -1) and _crashed(stderr):
+        # An uncaught exception exits with 1, which some tools also use for "issues found".
+        return Outcome("error", seconds, code, None, "crash: " + _last_line(stderr))
+    outcome = tool.judge(Proc(code, stdout, stderr, report))
+    outcome.seconds, outcome.exit_code = seconds, code
+    if outcome.verdict == "error" and "Traceback (most recent call last)" in stderr:
+        outcome.detail = "crash: " + (_last_line(stderr) or outcome.detail)
+    return outcome
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b")
+
+
+def _crashed(stderr: str) -> bool:
+    """Whether the process ended on an uncaught exception (a traceback as its last words)."""
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    return ("Traceback (most recent call last)" in stderr and bool(lines)
+            and bool(_EXCEPTION_LINE.match(lines[-1].strip())))
+
+
+def run_cold(tool: Tool, target: Path, timeout: float, env: dict[str, str]) -> Outcome:
+    """Run one CLI tool on one path in a fresh process and a scratch working directory."""
+    with tempfile.TemporaryDirectory(prefix=f"scanbench-{tool.name}-") as scratch:
+        report_path = Path(scratch) / "report.json"
+        argv = [str(tool.executable), *tool.args(target, report_path)]
+        started = time.perf_counter()
+        try:
+            done = subprocess.run(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return Outcome("timeout", seconds=time.perf_counter() - started,
+                           detail=f"no result within {timeout:g} s")
+        except OSError as exc:
+            return Outcome("error", seconds=time.perf_counter() - started,
+                           detail=f"cannot start: {exc}")
+        seconds = time.perf_counter() - started
+        return _finish(tool, done.returncode, done.stdout.decode(errors="replace"),
+                       done.stderr.decode(errors="replace"), report_path, seconds)
+
+
+_MARK = "@@scanbench@@ "
+
+
+class WarmWorker:
+    """One long-lived process running a tool's console-script entry point, call after call.
+
+    The same code as the CLI runs (same arguments, same exit codes), minus interpreter start-up
+    and imports, so that per-sample runs take seconds rather than minutes. A call that
+    outlives its timeout kills the worker (the next call starts a fresh one); a worker that
+    dies mid-call is a crash.
+    """
+
+    def __init__(self, tool: Tool, env: dict[str, str]) -> None:
+        self.tool, self.env = tool, env
+        self.proc: subprocess.Popen[str] | None = None
+        self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+
+    def _start(self) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [str(self.tool.python), str(Path(__file__).resolve()), "--worker", self.tool.program],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=self.env, text=True, start_new_session=True,
+        )
+        replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(_MARK):
+                    replies.put(json.loads(line[len(_MARK):]))
+            replies.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        self.proc, self.replies = proc, replies
+        return proc
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def run(self, target: Path, timeout: float) -> Outcome:
+        proc = self.proc if self.proc is not None else self._start()
+        with tempfile.TemporaryDirectory(prefix=f"scanbench-{self.tool.name}-") as scratch:
+            report_path = Path(scratch) / "report.json"
+            request = {"args": self.tool.args(target, report_path), "cwd": scratch}
+            started = time.perf_counter()
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(request) + "\n")
+                proc.stdin.flush()
+                reply = self.replies.get(timeout=timeout)
+            except queue.Empty:
+                self.stop()
+                return Outcome("timeout", seconds=time.perf_counter() - started,
+                               detail=f"no result within {timeout:g} s")
+            except (BrokenPipeError, OSError):
+                reply = None
+            seconds = time.perf_counter() - started
+            if reply is None:
+                self.stop()
+                return Outcome("error", seconds=seconds, detail="crash: the process died")
+            return _finish(self.tool, reply["code"], reply["stdout"], reply["stderr"],
+                           report_path, seconds)
+
+
+def worker(program: str) -> int:
+    """``--worker PROGRAM``: serve requests ``{"args", "cwd"}`` on stdin, one per line.
+
+    Runs the console-script entry point ``PROGRAM`` with ``sys.argv`` set, with file
+    descriptors 1 and 2 redirected to temporary files, and answers on the original stdout with
+    the exit code and the captured output. Logging handlers a call adds are removed after it.
+    """
+    import importlib.metadata
+    import logging
+    import traceback
+
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    entry: Any = None
+    for line in sys.stdin:
+        request = json.loads(line)
+        loggers = [logging.getLogger()] + [
+            lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+        ]
+        before = {id(lg): list(lg.handlers) for lg in loggers}
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            saved = os.dup(1), os.dup(2)
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            try:
+                os.chdir(request["cwd"])
+                if entry is None:
+                    (point,) = importlib.metadata.entry_points(group="console_scripts",
+                                                               name=program)
+                    entry = point.load()
+                sys.argv = [program, *request["args"]]
+                try:
+                    result = entry()
+                except SystemExit as exc:
+                    result = exc.code
+                code = 0 if result is None else result if isinstance(result, int) else 1
+            except BaseException:  # the tool crashed: report it like a CLI traceback
+                traceback.print_exc()
+                code = -1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+                os.chdir("/")
+            for lg in [logging.getLogger()] + [
+                lg for lg in logging.root.manager.loggerDict.values()
+                if isinstance(lg, logging.Logger)
+            ]:
+                keep = before.get(id(lg), [])
+                for handler in [h for h in lg.handlers if h not in keep]:
+                    lg.removeHandler(handler)
+            texts = []
+            for fh in (out, err):
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 65536))
+                texts.append(fh.read().decode(errors="replace"))
+        channel.write(_MARK + json.dumps({"code": code, "stdout": texts[0],
+                                          "stderr": texts[1]}) + "\n")
+    return 0
+
+
+def run_phalanx_api(target: Path) -> Outcome:
+    """``scan_paths`` in this process (warm: plugins already loaded)."""
+    from phalanx.core.findings import Severity
+    from phalanx.supplychain.scan import scan_paths
+
+    started = time.perf_counter()
+    try:
+        report = scan_paths([target])
+    except Exception as exc:  # a crash is a result to report, not a reason to stop
+        return Outcome("error", seconds=time.perf_counter() - started,
+                       detail=_short(f"crash: {type(exc).__name__}: {exc}"))
+    seconds = time.perf_counter() - started
+    worst = max(report.findings, key=lambda f: f.severity, default=None)
+    sev = worst.severity.label if worst is not None else None
+    if worst is not None and worst.severity >= Severity.MEDIUM:
+        return Outcome("flagged", seconds, None, sev, _short(f"{sev}: {worst.title}"))
+    return Outcome("clean", seconds, None, sev)
+
+
+# -- corpus and large files -------------------------------------------------------------------
+
+
+def build_corpus(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Write the corpus; returns the manifest and the samples skipped (missing libraries)."""
+    if str(CORPUS_DIR) not in sys.path:
+        sys.path.insert(0, str(CORPUS_DIR))
+    import corpus  # tests/supplychain/corpus.py
+
+    skipped = [{"name": s.name, "needs": ", ".join(s.needs)}
+               for s in corpus.all_samples() if not s.available()]
+    manifest = corpus.build_corpus(out, canary=out.parent / "CANARY")
+    for entry in manifest:
+        entry["bytes"] = _size(out / str(entry["path"]))
+    return manifest, skipped
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def build_large(out: Path, kinds: Sequence[str], megabytes: int) -> list[dict[str, Any]]:
+    """Large benign files for the throughput runs (random float32 data, not compressible)."""
+    out.mkdir(parents=True, exist_ok=True)
+    made: list[dict[str, Any]] = []
+    n = max(1, megabytes * 1024 * 1024 // 4)
+    for kind in kinds:
+        if kind == "numpy":
+            import pickle
+
+            import numpy as np
+
+            path = out / "large-numpy.pkl"
+            array = np.random.default_rng(0).random(n, dtype=np.float32)
+            with path.open("wb") as fh:
+                pickle.dump({"embedding": array}, fh, protocol=4)
+            del array
+        elif kind == "torch":
+            try:
+                import torch
+            except ImportError:
+                log("torch is not installed: no large torch checkpoint")
+                continue
+            path = out / "large-torch.pt"
+            torch.save({"embedding": torch.rand(n, generator=torch.Generator().manual_seed(0))},
+                       path)
+        else:
+            raise SystemExit(f"unknown --large kind {kind!r} (numpy, torch)")
+        made.append({"name": path.name, "kind": kind, "path": str(path),
+                     "bytes": path.stat().st_size})
+    return made
+
+
+# -- summaries --------------------------------------------------------------------------------
+
+
+def summarise(tool: str, manifest: list[dict[str, Any]],
+              matrix: dict[str, dict[str, Outcome]]) -> dict[str, Any]:
+    mal = [e for e in manifest if e["malicious"]]
+    ben = [e for e in manifest if not e["malicious"]]
+    if all(tool not in r for r in matrix.values()):
+        return {}
+
+    def verdict(entry: dict[str, Any]) -> str:
+        outcome = matrix[entry["name"]].get(tool)
+        return outcome.verdict if outcome else "skipped"
+
+    detected = [e["name"] for e in mal if verdict(e) == "flagged"]
+    missed = {e["name"]: verdict(e) for e in mal if verdict(e) != "flagged"}
+    fps = [e["name"] for e in ben if verdict(e) == "flagged"]
+    benign_errors = {e["name"]: verdict(e) for e in ben
+                     if verdict(e) in ("error", "unsupported", "timeout")}
+    all_outcomes = [matrix[e["name"]][tool] for e in manifest if tool in matrix[e["name"]]]
+    seconds = [o.seconds for o in all_outcomes]
+    total_bytes = sum(e["bytes"] for e in manifest)
+    return {
+        "malicious": len(mal),
+        "detected": len(detected),
+        "detection_rate": len(detected) / len(mal) if mal else None,
+        "missed": missed,
+        "benign": len(ben),
+        "false_positives": len(fps),
+        "false_positive_rate": len(fps) / len(ben) if ben else None,
+        "false_positive_samples": fps,
+        "benign_errors": benign_errors,
+        "errors": sum(o.verdict == "error" for o in all_outcomes),
+        "crashes": sum(o.verdict == "error" and o.detail.startswith("crash") for o in all_outcomes),
+        "unsupported": sum(o.verdict == "unsupported" for o in all_outcomes),
+        "timeouts": sum(o.verdict == "timeout" for o in all_outcomes),
+        "seconds_total": sum(seconds),
+        "seconds_median": statistics.median(seconds) if seconds else None,
+        "mb_per_s_files": (total_bytes / 1e6) / sum(seconds) if sum(seconds) else None,
+    }
+
+
+def by_format(tool: str, manifest: list[dict[str, Any]],
+              matrix: dict[str, dict[str, Outcome]]) -> dict[str, str]:
+    """``detected/malicious`` per sample format."""
+    formats: dict[str, list[int]] = {}
+    for entry in manifest:
+        if not entry["malicious"] or tool not in matrix[entry["name"]]:
+            continue
+        tally = formats.setdefault(str(entry["format"]), [0, 0])
+        tally[1] += 1
+        tally[0] += matrix[entry["name"]][tool].verdict == "flagged"
+    return {fmt: f"{d}/{n}" for fmt, (d, n) in sorted(formats.items())}
+
+
+# -- machine ----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+        "cpus": os.cpu_count(), "memory_gib": memory, "loadavg_start": load,
+    }
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def write_markdown(path: Path, data: dict[str, Any]) -> None:
+    tools = [t for t in data["tools"] if data["summary"].get(t)]
+    lines = [
+        "# Model-file scanner benchmark",
+        "",
+        f"Generated {data['generated_at']} by `benchmarks/scan.py` on {data['machine']['cpu']} "
+        f"({data['machine']['cpus']} CPUs, Python {data['machine']['python']}), "
+        f"`--mode {data['settings']['mode']}`, `--jobs {data['settings']['jobs']}`, "
+        f"per-sample timeout "
+        f"{data['settings']['timeout_s']:g} s. Corpus: {data['corpus']['malicious']} malicious "
+        f"and {data['corpus']['benign']} benign samples, {data['corpus']['bytes'] / 1e6:.2f} MB.",
+        "",
+        "Detection counts a malicious sample only when the tool flags it at its medium-equivalent "
+        "severity or above (errors, unsupported formats and timeouts are misses); a false "
+        "positive is a benign sample flagged the same way (errors on benign samples are counted "
+        "apart). The exact rule per tool is in the docstring of `benchmarks/scan.py`.",
+        "",
+        "| tool | version | detected | detection rate | false positives | FP rate | errors "
+        "(crashes) | unsupported | timeouts | median s/file | MB/s per file | cold start s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for tool in tools:
+        s = data["summary"][tool]
+        lines.append(
+            f"| {tool} | {data['versions'].get(tool, '')} | {s['detected']}/{s['malicious']} | "
+            f"{_pct(s['detection_rate'])} | {s['false_positives']}/{s['benign']} | "
+            f"{_pct(s['false_positive_rate'])} | {s['errors']} ({s['crashes']}) | "
+            f"{s['unsupported']} | {s['timeouts']} | {_num(s['seconds_median'], '{:.3f}')} | "
+            f"{_num(s['mb_per_s_files'], '{:.3f}')} | {_num(s.get('cold_median_s'))} |"
+        )
+    lines += ["", "*median s/file* and *MB/s per file* are per-sample runs in the mode above "
+              "(warm: the tool's own CLI entry point called in a long-lived process, so without "
+              "interpreter start-up and imports); *cold start s* is the median time of a fresh "
+              "process on the smallest benign samples, which is what one CI invocation costs."]
+    skipped = {t: r for t, r in data["skipped_tools"].items()}
+    if skipped:
+        lines += ["", "Skipped tools: " + "; ".join(f"{t} ({r})" for t, r in skipped.items())]
+    if data["large"]:
+        lines += ["", "## Large benign files", "",
+                  "| tool | " + " | ".join(f"{f['name']} ({f['bytes'] / 1e6:.0f} MB)"
+                                          for f in data["large"]) + " |",
+                  "| --- |" + " --- |" * len(data["large"])]
+        for tool in tools:
+            cells = []
+            for f in data["large"]:
+                o = data["large_results"].get(f["name"], {}).get(tool)
+                if o is None:
+                    cells.append("-")
+                    continue
+                speed = f["bytes"] / 1e6 / o["seconds"] if o["seconds"] else 0
+                verdict = "" if o["verdict"] == "clean" else f", **{o['verdict']}**"
+                cells.append(f"{o['seconds']:.2f} s, {speed:.1f} MB/s{verdict}")
+            lines.append(f"| {tool} | " + " | ".join(cells) + " |")
+    formats = sorted({fmt for t in tools for fmt in data["by_format"].get(t, {})})
+    if formats:
+        lines += ["", "## Detection by format (malicious samples)", "",
+                  "| tool | " + " | ".join(formats) + " |", "| --- |" + " --- |" * len(formats)]
+        for tool in tools:
+            row = data["by_format"].get(tool, {})
+            lines.append(f"| {tool} | " + " | ".join(row.get(f, "-") for f in formats) + " |")
+    lines += ["", "## Per sample", "",
+              "F flagged, . clean, E error, U unsupported, T timeout; malicious samples first.",
+              "", "| sample | " + " | ".join(tools) + " |", "| --- |" + " --- |" * len(tools)]
+    mark = {"flagged": "F", "clean": ".", "error": "E", "unsupported": "U", "timeout": "T"}
+    for entry in sorted(data["samples"], key=lambda e: (not e["malicious"], e["name"])):
+        cells = [mark.get(entry["results"].get(t, {}).get("verdict", ""), "-") for t in tools]
+        label = entry["name"] + (" (malicious)" if entry["malicious"] else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if data["skipped_samples"]:
+        lines += ["", "Samples not built (library missing): " + ", ".join(
+            f"{s['name']} ({s['needs']})" for s in data["skipped_samples"])]
+    path.write_text("\n".join(lines) + "\n")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--tools", default="phalanx,phalanx-api,picklescan,picklescan-strict,"
+                        "modelscan,fickling,modelaudit")
+    parser.add_argument("--peers-venv", type=Path, default=ROOT / "benchmarks" / ".venv-scan-peers")
+    parser.add_argument("--mode", choices=("warm", "cold"), default="warm",
+                        help="warm: one long-lived process per tool; cold: one per sample")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per sample")
+    parser.add_argument("--large-timeout", type=float, default=120.0)
+    parser.add_argument("--jobs", type=int, default=2, help="tools running at once")
+    parser.add_argument("--large", default="numpy,torch",
+                        help="large benign files for throughput: numpy,torch or ''")
+    parser.add_argument("--large-mb", type=int, default=200)
+    parser.add_argument("--cold-samples", type=int, default=3,
+                        help="small samples each tool also scans in a fresh process "
+                             "(start-up cost)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="write the corpus here and keep it (default: a temp dir)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def scan_samples(tool: Tool, entries: list[dict[str, Any]], corpus_dir: Path,
+                 args: argparse.Namespace, env: dict[str, str]) -> dict[str, Outcome]:
+    """One tool over every sample, in warm or cold mode."""
+    results: dict[str, Outcome] = {}
+    if args.mode == "cold":
+        for entry in entries:
+            results[entry["name"]] = run_cold(tool, corpus_dir / str(entry["path"]),
+                                              args.timeout, env)
+        return results
+    warm = WarmWorker(tool, env)
+    try:
+        smallest = min(entries, key=lambda e: e["bytes"])
+        warm.run(corpus_dir / str(smallest["path"]), args.timeout * 3)  # imports, not timed
+        for entry in entries:
+            results[entry["name"]] = warm.run(corpus_dir / str(entry["path"]), args.timeout)
+    finally:
+        warm.stop()
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return worker(args.worker)
+    wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
+    tools = make_tools(args.peers_venv)
+    unknown = [t for t in wanted if t not in tools and t != "phalanx-api"]
+    if unknown:
+        raise SystemExit(f"unknown tools: {', '.join(unknown)}")
+    try:
+        import phalanx
+
+        phalanx_version = phalanx.__version__
+    except ImportError:
+        phalanx_version = ""
+        tools["phalanx"].missing = "phalanx is not importable from this interpreter"
+    versions = {"phalanx": phalanx_version, "phalanx-api": phalanx_version}
+    versions |= {n: t.version for n, t in tools.items() if n != "phalanx"}
+    skipped_tools = {n: tools[n].missing for n in wanted if n in tools and tools[n].missing}
+    if "phalanx-api" in wanted and not phalanx_version:
+        skipped_tools["phalanx-api"] = "phalanx is not importable from this interpreter"
+    cli_tools = [tools[n] for n in wanted if n in tools and not tools[n].missing]
+    use_api = "phalanx-api" in wanted and "phalanx-api" not in skipped_tools
+    for name, reason in skipped_tools.items():
+        log(f"skipping {name}: {reason}")
+
+    env = dict(os.environ) | QUIET_ENV
+    work = Path(tempfile.mkdtemp(prefix="phalanx-scanbench-"))
+    corpus_dir = args.keep if args.keep is not None else work / "corpus"
+    started = time.perf_counter()
+    try:
+        log(f"writing the corpus to {corpus_dir}")
+        manifest, skipped_samples = build_corpus(corpus_dir)
+        large = build_large(work / "large", [k for k in args.large.split(",") if k],
+                            args.large_mb) if args.large_mb > 0 else []
+        log(f"{len(manifest)} samples ({sum(e['malicious'] for e in manifest)} malicious), "
+            f"{len(large)} large files; {args.mode} mode; tools: "
+            + ", ".join([t.name for t in cli_tools] + (["phalanx-api"] if use_api else [])))
+
+        matrix: dict[str, dict[str, Outcome]] = {e["name"]: {} for e in manifest}
+        if use_api:
+            run_phalanx_api(corpus_dir / str(manifest[0]["path"]))  # warm-up: load plugins
+            for entry in manifest:
+                matrix[entry["name"]]["phalanx-api"] = run_phalanx_api(
+                    corpus_dir / str(entry["path"]))
+            log("phalanx-api done")
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futures = {pool.submit(scan_samples, tool, manifest, corpus_dir, args, env): tool
+                       for tool in cli_tools}
+            for future in concurrent.futures.as_completed(futures):
+                tool = futures[future]
+                for name, outcome in future.result().items():
+                    matrix[name][tool.name] = outcome
+                log(f"{tool.name} done")
+
+        cold: dict[str, dict[str, Any]] = {}
+        if args.mode == "warm" and args.cold_samples > 0:
+            small = sorted((e for e in manifest if not e["malicious"]),
+                           key=lambda e: e["bytes"])[: args.cold_samples]
+            for tool in cli_tools:
+                times = [run_cold(tool, corpus_dir / str(e["path"]), args.timeout, env).seconds
+                         for e in small]
+                warm_times = [matrix[e["name"]][tool.name].seconds for e in small]
+                cold[tool.name] = {"samples": [e["name"] for e in small],
+                                   "cold_median_s": statistics.median(times),
+                                   "warm_median_s": statistics.median(warm_times)}
+            log("cold start-up runs done")
+
+        large_results: dict[str, dict[str, Any]] = {}
+        for item in large:
+            large_results[item["name"]] = {}
+            if use_api:
+                outcome = run_phalanx_api(Path(item["path"]))
+                large_results[item["name"]]["phalanx-api"] = asdict(outcome)
+                log(f"{item['name']}: phalanx-api {outcome.verdict} in {outcome.seconds:.1f} s")
+            for tool in cli_tools:
+                outcome = run_cold(tool, Path(item["path"]), args.large_timeout, env)
+                large_results[item["name"]][tool.name] = asdict(outcome)
+                log(f"{item['name']}: {tool.name} {outcome.verdict} in {outcome.seconds:.1f} s")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            shutil.rmtree(work / "large", ignore_errors=True)
+
+    names = [t.name for t in cli_tools]
+    if use_api:
+        names.insert(1 if "phalanx" in names else 0, "phalanx-api")
+    summary = {name: summarise(name, manifest, matrix) for name in names}
+    for name, facts in cold.items():
+        summary[name] |= facts
+    data = {
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine() | {"loadavg_end": [round(v, 2) for v in os.getloadavg()]},
+        "settings": {"mode": args.mode, "timeout_s": args.timeout,
+                     "large_timeout_s": args.large_timeout, "jobs": args.jobs,
+                     "large_mb": args.large_mb, "peers_venv": str(args.peers_venv),
+                     "wall_s": round(time.perf_counter() - started, 1)},
+        "versions": versions,
+        "tools": names,
+        "skipped_tools": skipped_tools,
+        "rules": {name: RULES[name if name in RULES else name.split("-")[0]] for name in names}
+        | {"every tool": RULES["every tool"]},
+        "corpus": {"samples": len(manifest), "malicious": sum(e["malicious"] for e in manifest),
+                   "benign": sum(not e["malicious"] for e in manifest),
+                   "bytes": sum(e["bytes"] for e in manifest)},
+        "summary": summary,
+        "by_format": {name: by_format(name, manifest, matrix) for name in names},
+        "large": [{k: v for k, v in item.items() if k != "path"} for item in large],
+        "large_results": large_results,
+        "samples": [
+            {**{k: entry[k] for k in ("name", "format", "malicious", "technique", "source",
+                                       "bytes")},
+             "results": {t: asdict(o) for t, o in matrix[entry["name"]].items()}}
+            for entry in manifest
+        ],
+        "skipped_samples": skipped_samples,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scan.json").write_text(json.dumps(data, indent=1) + "\n")
+    write_markdown(args.out / "scan.md", data)
+    log(f"wrote {args.out / 'scan.json'} and {args.out / 'scan.md'} "
+        f"in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+#: The detection rule per tool, as recorded in the JSON (the module docstring explains them).
+RULES = {
+    "phalanx": "exit 1 (finding >= medium, --fail-on default) or a finding >= medium in the "
+               "JSON; exit 2 without one: error",
+    "phalanx-api": "a finding >= medium from scan_paths; an exception: error",
+    "picklescan": "dangerous globals > 0 (exit 1, or exit 2 after printing them); exit 2 "
+                  "otherwise: error; suspicious globals do not count",
+    "modelscan": "an issue MEDIUM/HIGH/CRITICAL in the JSON report; without one, exit 3 "
+                 "and no scanner error: unsupported, a scanner error: error",
+    "fickling": "exit 1 (EXIT_UNSAFE: severity above LIKELY_SAFE); exit 2: error",
+    "modelaudit": "exit 1 or an issue of severity warning/critical; exit 2 without: error",
+    "every tool": "no result within the timeout: timeout; a traceback as the last words on "
+                  "stderr: crash (error), whatever the exit code; malicious samples count only "
+                  "when flagged; errors on benign samples are not false positives",
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
