@@ -12,6 +12,7 @@ its module.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -56,7 +57,20 @@ def _group(family: str) -> str:
 
 
 def _entry_points(family: str) -> list[metadata.EntryPoint]:
-    return sorted(metadata.entry_points(group=_group(family)), key=lambda ep: ep.name)
+    return list(_cached_entry_points(_group(family)))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_entry_points(group: str) -> tuple[metadata.EntryPoint, ...]:
+    # Reading entry points walks every installed distribution's metadata (milliseconds per
+    # call); what is installed does not change while a process runs, so read each group once.
+    # ``refresh()`` forgets them (after installing a plugin in a running interpreter).
+    return tuple(sorted(metadata.entry_points(group=group), key=lambda ep: ep.name))
+
+
+def refresh() -> None:
+    """Forget the cached entry points, so plugins installed since are found."""
+    _cached_entry_points.cache_clear()
 
 
 def list_plugins(family: str | None = None) -> list[PluginInfo]:

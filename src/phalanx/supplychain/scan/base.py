@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -230,14 +231,7 @@ class ScanSession:
     def scanners(self) -> dict[str, FileScanner]:
         """Format id to scanner instance (loaded from the registry on first use)."""
         if self._scanners is None:
-            from phalanx.core.registry import list_plugins, load_plugin
-
-            table: dict[str, FileScanner] = {}
-            for info in list_plugins("scanners"):
-                cls = load_plugin("scanners", info.name)
-                for fmt in getattr(cls, "formats", ()):
-                    table.setdefault(fmt, cls())
-            self._scanners = table
+            self._scanners = {fmt: cls() for fmt, cls in _scanner_classes().items()}
         return self._scanners
 
     def scan(self, source: Source) -> Iterator[Finding]:
@@ -371,6 +365,19 @@ class ScanSession:
             scanner=scanner, evidence={"message": message, "incomplete": True}, fmt=fmt,
             remediation="Do not load the file until it has been scanned.",
         )
+
+
+@functools.lru_cache(maxsize=1)
+def _scanner_classes() -> dict[str, type[FileScanner]]:
+    """Format id to the registered scanner class (first registered wins), read once."""
+    from phalanx.core.registry import list_plugins, load_plugin
+
+    table: dict[str, type[FileScanner]] = {}
+    for info in list_plugins("scanners"):
+        cls = load_plugin("scanners", info.name)
+        for fmt in getattr(cls, "formats", ()):
+            table.setdefault(fmt, cls)
+    return table
 
 
 _REMEDIATION = (
