@@ -60,7 +60,7 @@ def _entry_points(family: str) -> list[metadata.EntryPoint]:
     return list(_cached_entry_points(_group(family)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_entry_points(group: str) -> tuple[metadata.EntryPoint, ...]:
     # Reading entry points walks every installed distribution's metadata (milliseconds per
     # call); what is installed does not change while a process runs, so read each group once.
