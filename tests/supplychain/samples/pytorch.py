@@ -278,11 +278,15 @@ def _torchscript_constants(out: Path, canary: Path) -> Path:
 
 def _torchscript_code(out: Path, canary: Path, line: str) -> bytes:
     data = _scripted()
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        name = "archive/code/__torch__/torch/nn/modules/linear.py"
-        code = zf.read(name).decode()
     marker = "    return torch.linear(input, weight, bias)\n"
-    assert marker in code
+    # TorchScript mangles class names it has compiled before in the same process
+    # (``___torch_mangle_N``), so find the module's code by its content, not its path.
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        name, code = next(
+            (n, zf.read(n).decode()) for n in zf.namelist()
+            if n.startswith("archive/code/") and n.endswith(".py")
+            and marker in zf.read(n).decode()
+        )
     code = code.replace(marker, line + marker)
     return rewrite_zip(data, {name: code.encode()})
 
