@@ -512,12 +512,20 @@ def test_hung_or_crashed_hdf5_reader_fails_closed(tmp_path: Path,
     from phalanx.supplychain.scan import keras as keras_module
 
     path = samples._h5_benign(tmp_path / "k", tmp_path / "C")
-    monkeypatch.setattr(keras_module, "_PROBE_CALL", "import time; time.sleep(30)")
+    # The reader runs in a forked child (a fresh interpreter where fork is unavailable); the
+    # child runs the module's hdf5_probe, replaced here by a hang and by a crash.
+    import os
+    import time
+
+    hang = "import time; time.sleep(30)"
+    monkeypatch.setattr(keras_module, "_PROBE_CALL", hang)
+    monkeypatch.setattr(keras_module, "hdf5_probe", lambda *args: time.sleep(30))
     scanner = KerasScanner(hdf5_timeout=1.0)
     findings = list(scanner.scan_source(Source.from_path(path), _session()))
     assert [f.evidence["rule"] for f in findings] == ["scan-error"]
     assert "did not finish" in findings[0].title
     monkeypatch.setattr(keras_module, "_PROBE_CALL", "import os; os.abort()")
+    monkeypatch.setattr(keras_module, "hdf5_probe", lambda *args: os.abort())
     (crash,) = list(scanner.scan_source(Source.from_path(path), _session()))
     assert "signal" in crash.title
 
