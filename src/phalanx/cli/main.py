@@ -6,11 +6,14 @@ Exit codes: 0 nothing at or above the severity threshold; 1 findings at or above
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import typer
+import typer.main
 
 from phalanx import __version__
 from phalanx.cli import demo, plugins, report, robustness, runs, scan, supplychain, zoo
@@ -81,13 +84,21 @@ app.command("bom")(supplychain.bom)
 app.command("deps")(supplychain.deps)
 
 
+@functools.cache
+def _command() -> Any:
+    """The click command tree, built once: Typer rebuilds it from the signatures on every
+    ``app()`` call, which costs more than a small scan (tests and long-lived callers call
+    ``main`` many times in one process)."""
+    return typer.main.get_command(app)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     err = State().stderr
     try:
-        code = app(args=args, prog_name="phalanx", standalone_mode=False)
+        code = _command()(args=args, prog_name="phalanx", standalone_mode=False)
     except _EXIT as exc:
         return int(getattr(exc, "exit_code", 0) or 0)
     except _ABORT:
