@@ -33,7 +33,9 @@ def test_demo_writes_reports_and_stores_the_run(demo_run: dict[str, Any]) -> Non
     assert run["command"] == "demo" and run["status"] == "completed"
     scan, standard, robust = run["results"]
     # the zoo's own torch.save checkpoints are scanned first and pass
-    assert scan["check"] == "model-scan" and "zoo:mnist-cnn-pgdat" in scan["target"]
+    assert scan["check"] == "model-scan" and scan["target"] == "zoo weight files"
+    files = next(m["value"] for m in scan["metrics"] if m["name"] == "files_scanned")
+    assert files == 2  # one torch.save checkpoint per model
     assert not [f for f in scan["findings"] if f["severity"] not in ("info", "low")]
     assert "mnist-cnn on" in standard["target"] and "mnist-cnn-pgdat" in robust["target"]
 

@@ -77,7 +77,7 @@ def run_demo(
     # them: the supply-chain check on the demo's own torch.save checkpoints.
     models = {name: load_model(name, context=context) for name in plan.models}
     scan = ModelScanCheck().run([get_spec(name).path for name in plan.models], context=context)
-    scan.target = "weights of " + ", ".join(f"zoo:{name}" for name in plan.models)
+    scan.target = "zoo weight files"
     if on_result is not None:
         on_result(scan)
     results.append(scan)
