@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from phalanx.core.findings import Finding, Severity
 from phalanx.core.plugin import Plugin
-from phalanx.supplychain.scan.pickle_vm import REFS, PickleLimits, analyse_pickle
+from phalanx.supplychain.scan.pickle_vm import REFS, PickleLimits, PickleReport, analyse_pickle
 from phalanx.supplychain.scan.policy import PicklePolicy, load_policy
 
 __all__ = [
@@ -299,15 +299,29 @@ class ScanSession:
         else:
             report = analyse_pickle(data, origin=source.name, ecosystems=chosen,
                                     policy=self.policy, limits=self.limits.pickle)
+        yield from self.pickle_findings(source, report)
+
+    def pickle_findings(self, source: Source, report: PickleReport, *,
+                        label: str = "") -> list[Finding]:
+        """The pickle analyser's findings as scan findings about ``source``.
+
+        Adds the file, the format and a ``rule`` (the deny rule, else ``pickle-<verdict>`` or
+        ``pickle-<kind>``); ``label`` names which pickle of a container it was.
+        """
+        out = []
         for f in report.findings:
             evidence = {"file": source.name, "format": "pickle", **dict(f.evidence)}
+            if label:
+                evidence["pickle"] = label
             if "rule" not in evidence:
                 verdict = evidence.get("verdict")
                 evidence["rule"] = (f"pickle-{verdict}" if verdict
                                     else f"pickle-{evidence.get('kind', 'finding')}")
-            yield Finding(check=CHECK_ID, severity=f.severity, title=f.title, detail=f.detail,
-                          evidence=evidence, remediation=f.remediation, refs=f.refs,
-                          plugin_id=f.plugin_id, plugin_version=f.plugin_version)
+            out.append(Finding(check=CHECK_ID, severity=f.severity, title=f.title,
+                               detail=f.detail, evidence=evidence, remediation=f.remediation,
+                               refs=f.refs, plugin_id=f.plugin_id,
+                               plugin_version=f.plugin_version, params=f.params))
+        return out
 
     # -- findings ---------------------------------------------------------------------------
 

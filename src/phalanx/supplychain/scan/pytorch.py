@@ -80,7 +80,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, ClassVar
 
 from phalanx.core.findings import Finding, Severity
-from phalanx.supplychain.scan.base import CHECK_ID, FileScanner, ScanSession, Source
+from phalanx.supplychain.scan.archive import _read_at, _Window, _window
+from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
 from phalanx.supplychain.scan.pickle_vm import REFS, PickleReport, analyse_pickle
 from phalanx.supplychain.scan.policy import Judgement, PicklePolicy, Verdict
 
@@ -199,59 +200,7 @@ class _Job:
         report = analyse_pickle(stream, origin=source.name, ecosystems=_ECOSYSTEMS,
                                 policy=policy or self.session.policy,
                                 limits=self.session.limits.pickle, max_pickles=max_pickles)
-        findings = []
-        for f in report.findings:
-            evidence = {"file": source.name, "format": "pickle", **dict(f.evidence)}
-            if label:
-                evidence["pickle"] = label
-            if "rule" not in evidence:
-                verdict = evidence.get("verdict")
-                evidence["rule"] = f"pickle-{verdict}" if verdict else "pickle-finding"
-            findings.append(Finding(
-                check=CHECK_ID, severity=f.severity, title=f.title, detail=f.detail,
-                evidence=evidence, remediation=f.remediation, refs=f.refs,
-                plugin_id=f.plugin_id, plugin_version=f.plugin_version, params=f.params))
-        return findings, report
-
-
-class _Window(io.RawIOBase):
-    """A read-only, seekable view of ``length`` bytes of a stream, owning that stream."""
-
-    def __init__(self, raw: BinaryIO, start: int, length: int) -> None:
-        super().__init__()
-        self._raw, self._start, self._length, self._pos = raw, start, max(0, length), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
-        if base + offset < 0:
-            raise OSError("negative seek position")
-        self._pos = base + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        n = min(len(view), self._length - self._pos)
-        if n <= 0:
-            return 0
-        self._raw.seek(self._start + self._pos)
-        data = self._raw.read(n)
-        view[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.close()
-        super().close()
+        return self.session.pickle_findings(source, report, label=label), report
 
 
 class _Inflater(io.RawIOBase):
@@ -288,24 +237,12 @@ class _Inflater(io.RawIOBase):
         super().close()
 
 
-def _window(parent: Source, start: int, length: int) -> Callable[[], BinaryIO]:
-    def opener() -> BinaryIO:
-        return io.BufferedReader(_Window(parent.open(), start, length), buffer_size=_CHUNK)
-
-    return opener
-
-
 def _deflated(parent: Source, start: int, length: int, size: int) -> Callable[[], BinaryIO]:
     def opener() -> BinaryIO:
         return io.BufferedReader(_Inflater(_Window(parent.open(), start, length), size),
                                  buffer_size=_CHUNK)
 
     return opener
-
-
-def _read_at(fh: BinaryIO, offset: int, n: int) -> bytes:
-    fh.seek(offset)
-    return fh.read(n)
 
 
 def _type_name(storage_type: str) -> str:
