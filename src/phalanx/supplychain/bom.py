@@ -300,8 +300,8 @@ def build_ml_bom(
     notes: list[str] = []
     paths: list[Path] = []
     for path, skipped in iter_files(root, limits):
-        if path is None:
-            notes.append(skipped)
+        if skipped:
+            notes.append(f"{path}: {skipped}")
             continue
         rel = _relative(root, path)
         if rel.parts and rel.parts[0] == ".git":

@@ -67,34 +67,33 @@ class ScanReport:
         return [f for f in self.files if f.depth == 0]
 
 
-def iter_files(path: Path, limits: ScanLimits) -> Iterator[tuple[Path | None, str]]:
-    """Files under ``path`` as ``(path, "")``, or ``(None, message)`` for a skipped entry."""
+def iter_files(path: Path, limits: ScanLimits) -> Iterator[tuple[Path, str]]:
+    """Files under ``path`` as ``(file, "")``, and skipped entries as ``(entry, why)``."""
     if path.is_symlink() and path.is_dir():
-        yield None, f"{path}: symbolic link to a directory, not followed"
+        yield path, "symbolic link to a directory, not followed"
         return
     if not path.is_dir():
         yield path, ""
         return
+    root = os.path.realpath(path)
     count = 0
     for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
         dirnames.sort()
-        for d in list(dirnames):
+        for d in dirnames:
             if Path(dirpath, d).is_symlink():
-                yield None, f"{Path(dirpath, d)}: symbolic link to a directory, not followed"
+                yield Path(dirpath, d), "symbolic link to a directory, not followed"
         for name in sorted(filenames):
             full = Path(dirpath, name)
             if full.is_symlink():
                 target = os.path.realpath(full)
-                inside = os.path.commonpath([target, os.path.realpath(path)]) == os.path.realpath(
-                    path)
-                if not inside:
-                    yield None, f"{full}: symbolic link out of the scanned tree, not followed"
+                if os.path.commonpath([target, root]) != root:
+                    yield full, "symbolic link out of the scanned tree, not followed"
                     continue
             if not full.is_file():
                 continue
             count += 1
             if count > limits.max_files:
-                yield None, f"{path}: more than {limits.max_files} files; the rest not scanned"
+                yield path, f"more than {limits.max_files} files; the rest not scanned"
                 return
             yield full, ""
 
@@ -128,10 +127,10 @@ def scan_paths(
     started = time.perf_counter()
     for item in items:
         for path, skipped in iter_files(item, session.limits):
-            if path is None:
-                src = Source(name=skipped.split(":", 1)[0], size=0, opener=_nothing)
+            if skipped:
+                src = Source(name=str(path), size=0, opener=_nothing)
                 report.findings.append(session.finding(
-                    src, "symlink-or-limit", Severity.LOW, skipped.split(": ", 1)[-1],
+                    src, "symlink-or-limit", Severity.LOW, skipped,
                     "The scan does not follow links out of the tree it was given, so what "
                     "they point to was not scanned.", scanner="session", fmt="-",
                     remediation="Scan the link's target separately if the model needs it.",
