@@ -97,7 +97,7 @@ from typing import Any, BinaryIO, ClassVar
 from phalanx.core.findings import Finding, Severity
 from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
 from phalanx.supplychain.scan.pickle_vm import REFS
-from phalanx.supplychain.scan.sniff import FORMATS, sniff
+from phalanx.supplychain.scan.sniff import FORMATS
 
 __all__ = [
     "ArchiveMember",
@@ -1710,7 +1710,7 @@ class ArchiveScanner(FileScanner):
     def scan_source(self, source: Source, session: ScanSession) -> Iterator[Finding]:
         """Check ``source``'s container structure and scan each member by content."""
         try:
-            fmt = sniff(source)
+            fmt = session.format_of(source)
         except OSError as exc:
             yield session.error(source, f"cannot read: {exc}", scanner=self.name)
             return

@@ -234,6 +234,16 @@ class ScanSession:
             self._scanners = {fmt: cls() for fmt, cls in _scanner_classes().items()}
         return self._scanners
 
+    def format_of(self, source: Source) -> str:
+        """The format sniffed for ``source`` when the session dispatched it (sniffed now if
+        it was not dispatched by this session), so a scanner need not sniff it again."""
+        fmt = self._formats.get(source.name)
+        if fmt is None:
+            from phalanx.supplychain.scan.sniff import sniff
+
+            fmt = sniff(source)
+        return fmt
+
     def scan(self, source: Source) -> Iterator[Finding]:
         """Sniff ``source``'s format and run its scanner; findings for depth and errors."""
         from phalanx.supplychain.scan.sniff import UNSCANNABLE, sniff
