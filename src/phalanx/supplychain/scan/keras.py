@@ -938,6 +938,9 @@ def _run_probe_forked(path: Path, max_attr_bytes: int, max_links: int, timeout: 
     if pid == 0:  # the child: probe, write the report, exit without any cleanup
         code = 0
         try:
+            import faulthandler
+
+            faulthandler.disable()  # a crash here is reported by the parent, not dumped twice
             os.close(read_fd)
             data = json.dumps(hdf5_probe(path, max_attr_bytes, max_links)).encode()
             with os.fdopen(write_fd, "wb") as out:
