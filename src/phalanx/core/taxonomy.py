@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
-import yaml
+from phalanx._yaml import YAMLError, safe_load
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -600,10 +600,9 @@ class Taxonomy:
 
 
 def _load_yaml(text: str, origin: str) -> Any:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster
     try:
-        return yaml.load(text, Loader=loader)  # safe: CSafeLoader or SafeLoader
-    except yaml.YAMLError as exc:
+        return safe_load(text)
+    except YAMLError as exc:
         raise ValueError(f"{origin}: invalid YAML: {exc}") from exc
 
 

@@ -49,10 +49,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from xml.dom import minidom
 
-import yaml
-
 from phalanx import __version__
 from phalanx._optional import require
+from phalanx._yaml import YAMLError, safe_load
 from phalanx.core.findings import Finding, Severity
 from phalanx.errors import InputError
 from phalanx.supplychain.scan import ScanLimits, ScanReport, scan_paths
@@ -249,8 +248,8 @@ def read_model_card(model_dir: str | Path) -> tuple[ModelCard, list[str]]:
     except StopIteration:
         return ModelCard(), ["README.md: front matter is not closed with '---'; ignored"]
     try:
-        meta = yaml.safe_load("\n".join(lines[1:end]))
-    except yaml.YAMLError as exc:
+        meta = safe_load("\n".join(lines[1:end]))
+    except YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
         return ModelCard(), [f"README.md: front matter is not valid YAML ({first}); ignored"]
     if not isinstance(meta, Mapping):

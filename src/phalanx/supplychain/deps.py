@@ -38,12 +38,12 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from phalanx._yaml import safe_load
 from phalanx.core.context import Context
 from phalanx.core.findings import Finding, Severity
 from phalanx.errors import DataFormatError, InputError
@@ -202,7 +202,7 @@ def load_advisories() -> tuple[Advisory, ...]:
         DataFormatError: The file is malformed; every problem is listed.
     """
     resource = files("phalanx.data").joinpath("advisories").joinpath("ml-frameworks.yaml")
-    return parse_advisories(yaml.safe_load(resource.read_text(encoding="utf-8")))
+    return parse_advisories(safe_load(resource.read_text(encoding="utf-8")))
 
 
 def parse_advisories(data: Any) -> tuple[Advisory, ...]:

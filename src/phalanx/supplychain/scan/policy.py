@@ -36,8 +36,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from phalanx._yaml import YAMLError, safe_load
 from phalanx.core.findings import Severity
 from phalanx.errors import DataFormatError, InvalidParameterError
 
@@ -286,7 +285,7 @@ def _candidates(module: str, name: str) -> Iterator[tuple[str, str]]:
 def _bundled_policy() -> PicklePolicy:
     resource = files(_DATA_PACKAGE).joinpath(_POLICY_FILE)
     text = resource.read_text(encoding="utf-8")
-    return parse_policy(yaml.safe_load(text), origin=f"{_DATA_PACKAGE}/{_POLICY_FILE}")
+    return parse_policy(safe_load(text), origin=f"{_DATA_PACKAGE}/{_POLICY_FILE}")
 
 
 def load_policy(path: str | Path | None = None) -> PicklePolicy:
@@ -302,8 +301,8 @@ def load_policy(path: str | Path | None = None) -> PicklePolicy:
         return _bundled_policy()
     text = Path(path).read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        data = safe_load(text)
+    except YAMLError as exc:
         raise DataFormatError(f"{path}: not valid YAML: {exc}") from None
     return parse_policy(data, origin=str(path))
 
