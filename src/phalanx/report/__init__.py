@@ -10,26 +10,65 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from phalanx.core import Run
 from phalanx.core.registry import load_plugin
 from phalanx.errors import PluginError, ReportError
 from phalanx.report.base import Reporter
-from phalanx.report.html import HtmlReporter
-from phalanx.report.json_report import SCHEMA_VERSION, JsonReporter
-from phalanx.report.junit import JUnitReporter
-from phalanx.report.markdown import MarkdownReporter
-from phalanx.report.sarif import SarifReporter
 
-#: The built-in formats by name (the names ``phalanx report --format`` accepts).
-FORMATS: dict[str, type[Reporter]] = {
-    "json": JsonReporter,
-    "html": HtmlReporter,
-    "md": MarkdownReporter,
-    "sarif": SarifReporter,
-    "junit": JUnitReporter,
+if TYPE_CHECKING:
+    from phalanx.report.html import HtmlReporter
+    from phalanx.report.json_report import SCHEMA_VERSION, JsonReporter
+    from phalanx.report.junit import JUnitReporter
+    from phalanx.report.markdown import MarkdownReporter
+    from phalanx.report.sarif import SarifReporter
+
+# Where each built-in reporter lives. A reporter's module is imported only when that format
+# is used: the HTML one pulls in Jinja2 and matplotlib, which a `phalanx scan --format json`
+# in CI should not pay for at every start.
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "json": ("phalanx.report.json_report", "JsonReporter"),
+    "html": ("phalanx.report.html", "HtmlReporter"),
+    "md": ("phalanx.report.markdown", "MarkdownReporter"),
+    "sarif": ("phalanx.report.sarif", "SarifReporter"),
+    "junit": ("phalanx.report.junit", "JUnitReporter"),
 }
+_EXPORTS: dict[str, tuple[str, str]] = {
+    attr: (module, attr) for module, attr in _BUILTIN.values()
+} | {"SCHEMA_VERSION": ("phalanx.report.json_report", "SCHEMA_VERSION")}
+
+
+class _Formats(Mapping[str, type[Reporter]]):
+    """The built-in formats by name (the names ``phalanx report --format`` accepts), each
+    reporter class imported on first access."""
+
+    def __getitem__(self, key: str) -> type[Reporter]:
+        module, attr = _BUILTIN[key]
+        cls: type[Reporter] = getattr(importlib.import_module(module), attr)
+        return cls
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_BUILTIN)
+
+    def __len__(self) -> int:
+        return len(_BUILTIN)
+
+
+#: The built-in formats by name, mapped to their reporter classes (imported on access).
+FORMATS: Mapping[str, type[Reporter]] = _Formats()
+
+
+def __getattr__(name: str) -> Any:
+    """The reporter classes and ``SCHEMA_VERSION``, imported when first asked for."""
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: Other spellings accepted for the built-in formats.
 ALIASES: dict[str, str] = {"markdown": "md", "xml": "junit", "htm": "html"}
