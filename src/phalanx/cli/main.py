@@ -16,7 +16,6 @@ import typer
 import typer.main
 
 from phalanx import __version__
-from phalanx.cli import demo, plugins, report, robustness, runs, scan, supplychain, zoo
 from phalanx.cli._common import EXIT_ERROR, State
 from phalanx.errors import PhalanxError
 
@@ -71,25 +70,73 @@ def _root(
     ctx.obj = State(quiet=quiet, debug=debug, db=db)
 
 
-app.add_typer(plugins.app, name="plugins")
-app.add_typer(runs.app, name="runs")
-app.add_typer(zoo.app, name="zoo")
-app.command("robustness")(robustness.robustness)
-app.command("report")(report.report)
-app.command("demo")(demo.demo)
-app.command("scan")(scan.scan)
-app.command("sign")(supplychain.sign)
-app.command("verify")(supplychain.verify)
-app.command("bom")(supplychain.bom)
-app.command("deps")(supplychain.deps)
+#: The subcommands in help order: name -> (module, attribute), a Typer app (a command group)
+#: or a command function. A command's module is imported, and its click command built, only
+#: when that command runs or help lists it: Typer builds a pydantic adapter per parameter,
+#: and the command modules import what their work needs (the run store, reports, torch
+#: helpers), so building every command would cost `phalanx scan` a large part of its start.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "robustness": ("phalanx.cli.robustness", "robustness"),
+    "report": ("phalanx.cli.report", "report"),
+    "demo": ("phalanx.cli.demo", "demo"),
+    "scan": ("phalanx.cli.scan", "scan"),
+    "sign": ("phalanx.cli.supplychain", "sign"),
+    "verify": ("phalanx.cli.supplychain", "verify"),
+    "bom": ("phalanx.cli.supplychain", "bom"),
+    "deps": ("phalanx.cli.supplychain", "deps"),
+    "plugins": ("phalanx.cli.plugins", "app"),
+    "runs": ("phalanx.cli.runs", "app"),
+    "zoo": ("phalanx.cli.zoo", "app"),
+}
+
+
+def _load_command(name: str) -> Any:
+    """Import subcommand ``name`` and build its click command, exactly as registering it on
+    the root app would (a Typer app stays a group even with one command)."""
+    module, attr = COMMANDS[name]
+    target = getattr(importlib.import_module(module), attr)
+    holder = typer.Typer(add_completion=False)
+    holder.callback()(_no_op)  # a callback keeps the holder a group
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+    else:
+        holder.command(name)(target)
+    return typer.main.get_command(holder).commands[name]
+
+
+def _no_op() -> None:
+    """The holder group's callback."""
+
+
+class _LazyCommands(dict[str, Any]):
+    """The root group's command table: every name is listed from the start, and a command
+    is built on first lookup (click and Typer reach commands through ``get``, ``[]``,
+    ``items`` and ``keys``)."""
+
+    def __getitem__(self, name: str) -> Any:
+        command = super().__getitem__(name)
+        if command is None:
+            command = _load_command(name)
+            super().__setitem__(name, command)
+        return command
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[name] if name in self else default
+
+    def values(self) -> list[Any]:  # type: ignore[override]
+        return [self[name] for name in self]
+
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+        return [(name, self[name]) for name in self]
 
 
 @functools.cache
 def _command() -> Any:
-    """The click command tree, built once: Typer rebuilds it from the signatures on every
-    ``app()`` call, which costs more than a small scan (tests and long-lived callers call
-    ``main`` many times in one process)."""
-    return typer.main.get_command(app)
+    """The click command tree, built once (tests and long-lived callers call ``main`` many
+    times in one process), with its subcommands built on demand."""
+    group = typer.main.get_command(app)
+    group.commands = _LazyCommands(dict.fromkeys(COMMANDS))
+    return group
 
 
 def main(argv: Sequence[str] | None = None) -> int:
