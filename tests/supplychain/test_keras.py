@@ -512,22 +512,59 @@ def test_hung_or_crashed_hdf5_reader_fails_closed(tmp_path: Path,
     from phalanx.supplychain.scan import keras as keras_module
 
     path = samples._h5_benign(tmp_path / "k", tmp_path / "C")
-    # The reader runs in a forked child (a fresh interpreter where fork is unavailable); the
-    # child runs the module's hdf5_probe, replaced here by a hang and by a crash.
+    # The reader runs in a forked worker (a fresh interpreter where fork is unavailable); the
+    # worker runs the module's hdf5_probe, replaced here by a hang and by a crash. A worker
+    # started before the patch would still run the real probe, so each patch stops it.
     import os
     import time
 
+    real_probe = keras_module.hdf5_probe
     hang = "import time; time.sleep(30)"
     monkeypatch.setattr(keras_module, "_PROBE_CALL", hang)
     monkeypatch.setattr(keras_module, "hdf5_probe", lambda *args: time.sleep(30))
+    keras_module.stop_hdf5_worker()
     scanner = KerasScanner(hdf5_timeout=1.0)
     findings = list(scanner.scan_source(Source.from_path(path), _session()))
     assert [f.evidence["rule"] for f in findings] == ["scan-error"]
     assert "did not finish" in findings[0].title
     monkeypatch.setattr(keras_module, "_PROBE_CALL", "import os; os.abort()")
     monkeypatch.setattr(keras_module, "hdf5_probe", lambda *args: os.abort())
+    keras_module.stop_hdf5_worker()
     (crash,) = list(scanner.scan_source(Source.from_path(path), _session()))
     assert "signal" in crash.title
+    # After the crash the next file gets a fresh worker, which reads it normally.
+    monkeypatch.setattr(keras_module, "hdf5_probe", real_probe)
+    keras_module.stop_hdf5_worker()
+    assert list(scanner.scan_source(Source.from_path(path), _session())) == []
+
+
+@h5py_required
+def test_hdf5_worker_is_reused_and_not_shared_with_forks(tmp_path: Path) -> None:
+    import os
+
+    from phalanx.supplychain.scan import keras as keras_module
+
+    lam = samples._h5_lambda(tmp_path / "l", tmp_path / "CANARY")
+    benign = samples._h5_benign(tmp_path / "b", tmp_path / "CANARY")
+    keras_module.stop_hdf5_worker()
+    assert _rules(_scan(lam), Severity.CRITICAL) == {"keras-lambda"}
+    worker = keras_module._WORKER._pid
+    assert worker and _scan(benign) == [] and keras_module._WORKER._pid == worker
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked copy must not talk to its parent's worker
+        try:
+            ok = _rules(_scan(lam), Severity.CRITICAL) == {"keras-lambda"}
+            ok = ok and keras_module._WORKER._pid not in (0, worker)
+            os.write(write_fd, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    assert os.read(read_fd, 1) == b"1"
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    assert _scan(benign) == [] and keras_module._WORKER._pid == worker
+    assert not (tmp_path / "CANARY").exists()
 
 
 @pytest.fixture(scope="module")
