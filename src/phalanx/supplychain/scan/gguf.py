@@ -29,6 +29,7 @@ Tensor data is never read: a 2 GB model costs the size of its header.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections import Counter
@@ -504,8 +505,10 @@ _NOFOLD: Any = object()
 _MAX_FOLD = 4096
 
 
+@functools.cache
 def _environment() -> Any:
-    """A Jinja2 environment that parses what Hugging Face's chat-template environment parses."""
+    """A Jinja2 environment that parses what Hugging Face's chat-template environment parses
+    (built once: it is only ever used to parse, never to render)."""
     import jinja2
     from jinja2 import nodes
     from jinja2.ext import Extension
@@ -542,6 +545,17 @@ def analyse_chat_template(text: str, *, max_chars: int = 1 << 20) -> list[Templa
         >>> [i.rule for i in analyse_chat_template("{{ ''.__class__.__mro__ }}")][:1]
         ['chat-template-dunder']
     """
+    return list(_analyse(text, max_chars))
+
+
+@functools.lru_cache(maxsize=64)
+def _analyse(text: str, max_chars: int) -> tuple[TemplateIssue, ...]:
+    """:func:`analyse_chat_template`, remembered: the quantisations of one model in a
+    directory all carry the same template."""
+    return tuple(_analyse_uncached(text, max_chars))
+
+
+def _analyse_uncached(text: str, max_chars: int) -> list[TemplateIssue]:
     if len(text) > max_chars:
         issues = [TemplateIssue("chat-template-too-large", Severity.MEDIUM,
                                 f"template of {len(text)} characters is over the "
