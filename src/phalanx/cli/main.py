@@ -101,7 +101,8 @@ def _load_command(name: str) -> Any:
         holder.add_typer(target, name=name)
     else:
         holder.command(name)(target)
-    return typer.main.get_command(holder).commands[name]
+    group: Any = typer.main.get_command(holder)
+    return group.commands[name]
 
 
 def _no_op() -> None:
@@ -120,8 +121,8 @@ class _LazyCommands(dict[str, Any]):
             super().__setitem__(name, command)
         return command
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        return self[name] if name in self else default
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default  # noqa: SIM401 - [] builds it
 
     def values(self) -> list[Any]:  # type: ignore[override]
         return [self[name] for name in self]
@@ -134,7 +135,7 @@ class _LazyCommands(dict[str, Any]):
 def _command() -> Any:
     """The click command tree, built once (tests and long-lived callers call ``main`` many
     times in one process), with its subcommands built on demand."""
-    group = typer.main.get_command(app)
+    group: Any = typer.main.get_command(app)
     group.commands = _LazyCommands(dict.fromkeys(COMMANDS))
     return group
 
