@@ -6,28 +6,8 @@ its internal-error fallback (``analyse_pickle`` turns an analyser bug into a "ma
 finding so that it fails closed; here that would hide the bug, so it is asserted away), and
 within a second.
 
-Two soundness properties are checked on every input:
-
-1. **Denied imports are never lost** (exact). If :mod:`pickletools` parses a ``GLOBAL`` or
-   ``INST`` opcode whose import, after the unpickler's own Python 2 renaming, is on the deny
-   list, the report has a finding at least as severe as the deny rule (``high`` or above).
-   This is the precise form of "a mutated malicious pickle that still contains the dangerous
-   GLOBAL and still parses is never judged clean": *still contains* must mean "is parsed as
-   that opcode", because a mutation can leave the bytes ``cos\\nsystem\\n`` inside a string
-   constant, where they import nothing; and *still parses* is judged opcode by opcode, up to
-   the first parse error, because an unpickler runs everything before the error too. It is
-   checked in the first pickle of the stream, and in the pickles after it when the report is
-   complete: after a malformed pickle a load fails, and the analyser may stop there as well
-   (it reports the malformed stream at ``medium``), e.g. for ``b"."`` + a malicious pickle.
-   ``STACK_GLOBAL`` imports are not covered by this property (their operands are computed);
-   the next one covers them.
-2. **Clean means the real unpickler imports only allowed names** (differential). If the
-   report has nothing at or above ``medium``, the C unpickler, run on the same bytes with a
-   ``find_class`` that records the name and refuses it (so nothing is ever imported or
-   called), must not have asked for a name the policy does not allow. Only the first import
-   is observed (pickles before it are loaded whole), since refusing it ends the load: the
-   property is weaker than "every import", but it catches any parser differential that lets
-   a first import through.
+The properties (denied imports are never lost; clean means the real unpickler imports only
+allowed names) are :mod:`phalanx.testing.pickle_oracle`'s, which documents them.
 
 Examples are bounded (``max_examples``) to keep the module at about 15 seconds; the atheris
 harness in ``fuzz/pickle_fuzz.py`` runs the same properties for as long as one likes.
@@ -35,30 +15,27 @@ harness in ``fuzz/pickle_fuzz.py`` runs the same properties for as long as one l
 
 from __future__ import annotations
 
-import io
-import pickle
 import pickletools
 import struct
 import sys
 import tempfile
-import time
-import warnings
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from pathlib import Path
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from samples.pickles import SAMPLES
 
-from phalanx.core.findings import Severity
-from phalanx.supplychain.scan import PickleLimits, PickleReport, analyse_pickle, load_policy
+from phalanx.supplychain.scan import PickleReport, load_policy
 from phalanx.supplychain.scan.policy import Verdict
+from phalanx.testing.pickle_oracle import (
+    check_clean_means_allowed_imports,
+    check_denied_imports_reported,
+    check_pickle_analysis,
+)
 
 POLICY = load_policy()
 ECOSYSTEMS = POLICY.resolve_ecosystems(None)
-# Small enough that a hostile input cannot make one example slow; large enough for every seed.
-LIMITS = PickleLimits(max_opcodes=200_000, max_const_bytes=1 << 20)
 TIME_LIMIT_S = 1.0
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
@@ -79,152 +56,16 @@ MALICIOUS = sorted(s.name for s in SAMPLES if s.malicious and s.name in SEEDS)
 BENIGN = sorted(s.name for s in SAMPLES if not s.malicious and s.name in SEEDS)
 
 
-# --------------------------------------------------------------------------------------------
-# The properties
-
-
-def _analyse(data: bytes) -> PickleReport:
-    started = time.perf_counter()
-    report = analyse_pickle(data, limits=LIMITS)
-    elapsed = time.perf_counter() - started
-    assert isinstance(report, PickleReport)
-    assert elapsed < TIME_LIMIT_S, f"{elapsed:.2f} s for {len(data)} bytes: {data[:80]!r}"
-    internal = [f for f in report.findings if "internal analyser error" in str(f.evidence)]
-    assert not internal, f"analyser bug on {data[:200]!r}: {internal[0].evidence}"
-    severities = [f.severity for f in report.findings]
-    assert severities == sorted(severities, reverse=True)
-    return report
-
-
-def _parse_one(stream: io.BytesIO) -> tuple[list[tuple[Any, Any, Any]], bool]:
-    """The opcodes of the next pickle, up to its STOP or the first parse error, and whether it
-    parsed; quiet about the DeprecationWarning pickletools' escape decoding gives on hostile
-    STRING arguments (the analyser silences it the same way)."""
-    ops: list[tuple[Any, Any, Any]] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            for item in pickletools.genops(stream):
-                ops.append(item)
-        except Exception:
-            return ops, False
-    return ops, True
-
-
-def _unpickler_name(module: str, name: str, proto: int) -> tuple[str, str]:
-    """The import the unpickler really performs (its Python 2 renaming below protocol 3)."""
-    if proto < 3:
-        if (module, name) in NAME_MAPPING:
-            return NAME_MAPPING[(module, name)]
-        if module in IMPORT_MAPPING:
-            return IMPORT_MAPPING[module], name
-    return module, name
-
-
-def _parsed_imports(data: bytes, *, all_pickles: bool) -> list[tuple[str, str]]:
-    """GLOBAL/INST imports pickletools parses up to the first error: in the first pickle, or
-    pickle after pickle when ``all_pickles``."""
-    found: list[tuple[str, str]] = []
-    started = False
-    stream = io.BytesIO(data)
-    while stream.tell() < len(data) and (all_pickles or not started):
-        started = True
-        proto = 0  # every load() starts at protocol 0
-        ops, parsed = _parse_one(stream)
-        for opcode, arg, pos in ops:
-            if opcode.name == "PROTO":
-                proto = arg
-            elif opcode.name in ("GLOBAL", "INST"):
-                # the two raw lines, as the unpickler reads them (pickletools joins them with
-                # a space, which a module name may itself contain)
-                module, name = data[pos + 1 :].split(b"\n", 2)[:2]
-                found.append(_unpickler_name(module.decode(), name.decode(), proto))
-        if not parsed:  # an unpickler stops at the same place
-            break
-    return found
-
-
-def _check_denied_imports_reported(data: bytes, report: PickleReport) -> None:
-    for module, name in _parsed_imports(data, all_pickles=report.complete):
-        judgement = POLICY.judge(module, name, ECOSYSTEMS)
-        if judgement.verdict is Verdict.DENIED:
-            floor = judgement.severity or Severity.CRITICAL
-            assert report.max_severity is not None and report.max_severity >= floor, (
-                f"{module}.{name} is parsed and denied but the report's worst finding is "
-                f"{report.max_severity}: {data[:200]!r}"
-            )
-
-
-#: The C unpickler allocates (and zeroes) its memo up to the largest PUT index it sees, so a
-#: 12-byte pickle with a PUT of index 2**30 makes it use gigabytes: the differential check
-#: skips such inputs instead of running the real unpickler on them.
-MAX_MEMO_INDEX = 100_000
-
-
-def _memo_indices_small(data: bytes) -> bool:
-    stream = io.BytesIO(data)
-    while stream.tell() < len(data):
-        ops, parsed = _parse_one(stream)
-        if any(op.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > MAX_MEMO_INDEX
-               for op, arg, _pos in ops):
-            return False
-        if not parsed:
-            break
-    return True
-
-
-class _Refuse(Exception):
-    pass
-
-
-class _RecordingUnpickler(pickle.Unpickler):
-    """The C unpickler, except that it refuses every import after recording it."""
-
-    def __init__(self, stream: io.BytesIO, seen: list[tuple[str, str]]) -> None:
-        super().__init__(stream)
-        self.seen = seen
-
-    def find_class(self, module: str, name: str) -> Any:
-        self.seen.append((module, name))
-        raise _Refuse
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise _Refuse
+def _check(data: bytes) -> PickleReport:
+    return check_pickle_analysis(data, time_limit_s=TIME_LIMIT_S)
 
 
 def _allowed(module: str, name: str) -> bool:
     return POLICY.judge(module, name, ECOSYSTEMS).verdict is Verdict.ALLOWED
 
 
-def _check_clean_means_allowed_imports(data: bytes, report: PickleReport) -> None:
-    if not report.allows_unpickling() or not _memo_indices_small(data):
-        return
-    seen: list[tuple[str, str]] = []
-    stream = io.BytesIO(data)
-    while stream.tell() < len(data):
-        try:
-            _RecordingUnpickler(stream, seen).load()
-        except Exception:  # _Refuse included: the refused import ends what can be observed
-            break
-    for module, name in seen:
-        # find_class receives the raw names and renames them itself below protocol 3; the
-        # policy allows no raw name that the renaming changes (test below), so "raw or
-        # renamed name allowed" is exactly "the import performed is allowed".
-        renamed = _unpickler_name(module, name, 0)
-        assert _allowed(module, name) or _allowed(*renamed), (
-            f"judged clean, but the unpickler imports {module}.{name}: {data[:200]!r}"
-        )
-
-
-def _check(data: bytes) -> PickleReport:
-    report = _analyse(data)
-    _check_denied_imports_reported(data, report)
-    _check_clean_means_allowed_imports(data, report)
-    return report
-
-
 def test_no_allowed_name_is_renamed_by_the_unpickler() -> None:
-    # Makes the differential check above exact (see the comment there).
+    # Makes the oracle's differential check exact (see the comment there).
     for (module, name), _ in NAME_MAPPING.items():
         assert not _allowed(module, name), (module, name)
     for module in IMPORT_MAPPING:
@@ -367,13 +208,13 @@ def test_properties_catch_a_missed_import() -> None:
     data = b"cos\nsystem\n(S'true'\ntR."
     clean = PickleReport("", [], [], [], 1, 5, 0)
     try:
-        _check_denied_imports_reported(data, clean)
+        check_denied_imports_reported(data, clean)
     except AssertionError:
         pass
     else:
         raise AssertionError("the denied-import property did not fire")
     try:
-        _check_clean_means_allowed_imports(data, clean)
+        check_clean_means_allowed_imports(data, clean)
     except AssertionError:
         pass
     else:
