@@ -709,7 +709,8 @@ class KerasScanner(FileScanner):
     library still parses the file's structure, and crafted files can crash it or make it
     loop (a mutated attribute type was seen to hang it): that is why it runs in a child
     process with a memory cap and a time limit, and a crash or a timeout fails the file
-    closed instead of stopping the scan.
+    closed instead of stopping the scan. The child is forked once per process and kept for
+    the next HDF5 file; one that crashed or timed out is replaced.
 
     Args:
         hdf5_timeout: Seconds the HDF5 reader may take for one file (default 60).
