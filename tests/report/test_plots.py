@@ -21,6 +21,17 @@ def test_specs_from_labelled_metrics(run: Run) -> None:
     assert plot_specs(run.results[1]) == []  # no numeric label to plot against
 
 
+def test_accuracy_plots_come_first_and_timings_last() -> None:
+    def series(name: str, unit: str = "") -> list[Metric]:
+        return [Metric(name, v, labels={"eps": e}, unit=unit) for e, v in ((0.1, 1.0), (0.2, 2.0))]
+
+    result = Result(check="c", title="t", target="m", metrics=[
+        *series("attack_seconds", "seconds"), *series("queries"),
+        *series("robust_accuracy", "fraction")])
+    assert [s.metric for s in plot_specs(result)] == [
+        "robust_accuracy", "queries", "attack_seconds"]
+
+
 def test_svg_is_inline_ready(run: Run) -> None:
     pytest.importorskip("matplotlib")
     plots = result_plots(run.results[0], prefix="r1-")

@@ -132,7 +132,16 @@ def plot_specs(result: Result) -> list[PlotSpec]:
             )
         unit = next((m.unit for m in metrics if m.unit), "")
         specs.append(PlotSpec(metric=name, x_label=x_key, unit=unit, series=tuple(series)))
-    return specs
+    return sorted(specs, key=_reading_order)
+
+
+def _reading_order(spec: PlotSpec) -> int:
+    """What a reader looks for first: accuracies, then other measures, then timings."""
+    if "accuracy" in spec.metric:
+        return 0
+    if spec.unit in ("s", "seconds") or spec.metric.endswith(("_seconds", "_s")):
+        return 2
+    return 1
 
 
 def _mpl_text(text: str) -> str:
