@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from phalanx.cli.main import main
+from phalanx.store import Store
 
 pytest.importorskip("model_signing")
 pytest.importorskip("cyclonedx")
@@ -189,6 +190,42 @@ def test_deps_offline_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         "CVE-2025-32434", "CVE-2025-1550", "CVE-2025-8747", "CVE-2024-27318"}
     reqs.write_text("onnx==1.15.0\n")  # medium only
     assert main(["-q", "deps", "-r", str(reqs), "--offline", "--fail-on", "high"]) == 0
+
+
+def test_every_command_stores_a_run(model: Path, keys: tuple[Path, Path], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    private, public = keys
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("torch==2.5.1\n")
+    assert main(["sign", str(model), "-k", str(private)]) == 0
+    assert "stored (completed)" in capsys.readouterr().err
+    (model / "weights.bin").write_bytes(b"\x01" * 64)
+    assert main(["-q", "verify", str(model), "-k", str(public)]) == 1
+    assert main(["-q", "bom", str(model), "-o", str(tmp_path / "bom.json")]) == 0
+    assert main(["-q", "deps", "-r", str(reqs), "--offline"]) == 1
+    assert main(["-q", "deps", "-r", str(reqs), "--offline", "--no-store"]) == 1
+    with Store.open() as store:
+        runs = {r.command: store.get_run(r.id) for r in store.list_runs()}
+    assert sorted(runs) == ["bom", "deps", "sign", "verify"]  # --no-store kept nothing
+    assert all(r.status.value == "completed" for r in runs.values())
+    (signed,) = runs["sign"].results
+    assert signed.check == "model-signature" and signed.metric("files_signed").value == 3
+    (verified,) = runs["verify"].results
+    assert verified.metric("verified").value == 0
+    assert [f.severity.label for f in verified.findings] == ["high"]
+    assert "weights.bin" in str(verified.findings[0].evidence)
+    assert runs["bom"].results[0].metric("datasets_named").value == 1
+    (audit,) = runs["deps"].results
+    assert {f.evidence["advisory"] for f in audit.findings} == {"CVE-2025-32434"}
+
+
+def test_bad_input_leaves_nothing_in_the_store(model: Path, tmp_path: Path) -> None:
+    (tmp_path / "garbage.pem").write_text("not a key !!\n")
+    assert main(["-q", "sign", str(model), "--key", str(tmp_path / "garbage.pem")]) == 2
+    assert main(["-q", "deps", "-r", str(tmp_path / "absent.txt"), "--offline"]) == 2
+    assert main(["-q", "scan", str(tmp_path / "no-such-model.pt")]) == 2
+    with Store.open() as store:
+        assert store.list_runs() == []
 
 
 def test_deps_unreachable_service_is_exit_2_not_clean(

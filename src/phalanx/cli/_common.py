@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ from phalanx.core.context import Context
 from phalanx.core.events import Event, Message
 from phalanx.core.events import Progress as ProgressEvent
 from phalanx.core.findings import Severity
-from phalanx.core.run import Run
-from phalanx.errors import InputError
+from phalanx.core.results import Result, utcnow
+from phalanx.core.run import Run, RunStatus
+from phalanx.errors import InputError, PhalanxError, StoreError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -160,6 +161,43 @@ def open_store(st: State) -> Any:
     from phalanx.store import Store
 
     return Store.open(st.db)
+
+
+#: Help of the ``--store/--no-store`` option every command that makes a run has.
+STORE_HELP = "Keep the run in the run store (default) or not."
+
+
+@contextmanager
+def recording(st: State, run: Run, *, store: bool) -> Iterator[Callable[[Result], None]]:
+    """Record ``run`` while the block runs; the block hands each result to the function this
+    yields. With ``store`` the run store is opened first, so a store that cannot be reached
+    fails the command before any work is done; the run is then written as it progresses.
+
+    A block that fails on bad input (any :class:`PhalanxError` but a store error: a missing
+    file, an unusable key, a malformed requirements file) leaves nothing in the store, as
+    every exit-2 error must; an unexpected exception leaves the run marked ``failed``, and an
+    interruption leaves it ``interrupted`` with what it finished. Raise the command's exit
+    code after the block, not inside it.
+    """
+    if not store:
+        yield run.results.append
+        run.status, run.finished_at = RunStatus.COMPLETED, utcnow()
+        return
+    with open_store(st) as db:
+        try:
+            with db.record(run) as recorder:
+                yield recorder.add
+        except PhalanxError as exc:
+            if not isinstance(exc, StoreError):
+                with suppress(PhalanxError):
+                    db.delete_run(run.id)
+            raise
+
+
+def say_stored(st: State, run: Run, *, stored: bool) -> None:
+    """The line that says where the run went (nothing with ``--quiet`` or ``--no-store``)."""
+    if stored and not st.quiet:
+        st.stderr.print(f"run {run.id[:12]} stored ({run.status.value})")
 
 
 SEVERITY_STYLE = {

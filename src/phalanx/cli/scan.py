@@ -12,13 +12,13 @@ from phalanx.cli._common import (
     State,
     exit_code,
     make_context,
-    open_store,
     parse_fail_on,
+    recording,
+    say_stored,
     state,
     write_output,
 )
-from phalanx.core.results import utcnow
-from phalanx.core.run import Run, RunStatus
+from phalanx.core.run import Run
 from phalanx.errors import InputError
 
 _FORMATS = ("table", "json", "sarif", "md", "html", "junit")
@@ -65,15 +65,8 @@ def scan(
         load_policy(check.policy).resolve_ecosystems(chosen)  # unknown names fail here
     context, sink = make_context(st, None)
     run = Run(command="scan", config={"paths": [str(p) for p in paths]} | check.get_params())
-    if store:
-        with open_store(st) as db:
-            with sink.active(), db.record(run) as recorder:
-                recorder.add(check.run(paths, context=context))
-            run = db.get_run(run.id)
-    else:
-        with sink.active():
-            run.results.append(check.run(paths, context=context))
-        run.status, run.finished_at = RunStatus.COMPLETED, utcnow()
+    with recording(st, run, store=store) as keep, sink.active():
+        keep(check.run(paths, context=context))
     if fmt == "table":
         _table(st, run, output)
     else:
@@ -127,5 +120,4 @@ def _summary(st: State, run: Run, *, stored: bool) -> None:
              for s, n in sorted(counts.items(), reverse=True) if n]
     st.stderr.print(f"scanned {files} file(s) and {members} member(s), {size:.1f} MB in "
                     f"{seconds:.2f} s; findings: {', '.join(parts) if parts else 'none'}")
-    if stored:
-        st.stderr.print(f"run {run.id[:12]} stored ({run.status.value})")
+    say_stored(st, run, stored=stored)

@@ -16,13 +16,18 @@ from phalanx.cli._common import (
     EXIT_FINDINGS,
     EXIT_OK,
     SEVERITY_STYLE,
+    STORE_HELP,
     State,
     make_context,
     parse_fail_on,
+    recording,
+    say_stored,
     state,
     write_output,
 )
 from phalanx.core.findings import Finding
+from phalanx.core.results import Metric, Result, utcnow
+from phalanx.core.run import Run
 from phalanx.errors import InputError, PhalanxError
 
 if TYPE_CHECKING:
@@ -88,6 +93,7 @@ def sign(
                               help="Curve of --generate-key: P-256, P-384 or P-521."),
     ignore: list[str] = typer.Option([], "--ignore", help="Path inside MODEL to leave out "
                                                          "(repeatable)."),
+    store: bool = typer.Option(True, "--store/--no-store", help=STORE_HELP),
 ) -> None:
     """Sign a model directory in the OpenSSF model-signing format (offline with a key).
 
@@ -111,19 +117,31 @@ def sign(
         key = private
     if model is None:
         raise InputError("missing MODEL", hint="phalanx sign MODEL_DIR --key KEY")
-    if keyless:
-        signed = signing.sign_model_keyless(model, signature=signature,
-                                            identity_token=identity_token,
-                                            use_staging=staging, ignore=ignore)
-    elif key is not None:
-        signed = signing.sign_model(model, key, signature=signature, password=password,
-                                    ignore=ignore)
-    else:
+    if not keyless and key is None:
         raise InputError("no signing key", hint="give --key KEY, --generate-key KEY or "
                                                 "--keyless")
+    run = Run(command="sign", config={"model": str(model), "keyless": keyless,
+                                      "signature": str(signature) if signature else None,
+                                      "ignore": list(ignore)})
+    with recording(st, run, store=store) as keep:
+        started = utcnow()
+        if keyless:
+            signed = signing.sign_model_keyless(model, signature=signature,
+                                                identity_token=identity_token,
+                                                use_staging=staging, ignore=ignore)
+        else:
+            assert key is not None
+            signed = signing.sign_model(model, key, signature=signature, password=password,
+                                        ignore=ignore)
+        keep(Result(check="model-signature", title="Model signing", target=str(model),
+                    params={"method": signed.method, "signature": str(signed.signature),
+                            "digest": f"sha256:{signed.digest}", "ignore": list(ignore)},
+                    metrics=[Metric("files_signed", float(signed.files))],
+                    refs=signing.REFS, started_at=started, finished_at=utcnow()))
     _say(st, f"signed {signed.files} file(s) of [bold]{escape(str(signed.model))}[/] "
            f"({signed.method}); signature: [bold]{escape(str(signed.signature))}[/]; "
            f"digest sha256:{signed.digest}")
+    say_stored(st, run, stored=store)
     raise typer.Exit(EXIT_OK)
 
 
@@ -147,6 +165,7 @@ def verify(
                             help="text (a line on stderr) or json (on stdout)."),
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="Write the JSON result here (default: stdout)."),
+    store: bool = typer.Option(True, "--store/--no-store", help=STORE_HELP),
 ) -> None:
     """Verify a model against its signature: exit 0 if every file matches, 1 if not."""
     from phalanx.supplychain import signing
@@ -156,26 +175,42 @@ def verify(
     _output_dir_exists(output)
     if key is not None and (identity or issuer):
         raise InputError("give either --key or --identity/--issuer, not both")
-    if key is not None:
-        result = signing.verify_model(model, key, signature=signature)
-    elif identity and issuer:
-        result = signing.verify_model_keyless(model, identity=identity, issuer=issuer,
-                                              signature=signature, use_staging=staging)
-    elif identity or issuer:
+    if key is None and (identity or issuer) and not (identity and issuer):
         raise InputError("Sigstore verification needs both --identity and --issuer")
-    else:
+    if key is None and not identity:
         raise InputError("nothing to verify with",
                          hint="give the signer's public key with --key")
+    run = Run(command="verify", config={"model": str(model), "key": str(key) if key else None,
+                                        "identity": identity, "issuer": issuer,
+                                        "signature": str(signature) if signature else None})
+    with recording(st, run, store=store) as keep:
+        started = utcnow()
+        if key is not None:
+            result = signing.verify_model(model, key, signature=signature)
+        else:
+            assert identity is not None and issuer is not None
+            result = signing.verify_model_keyless(model, identity=identity, issuer=issuer,
+                                                  signature=signature, use_staging=staging)
+        keep(Result(check="model-signature", title="Model signature verification",
+                    target=str(model),
+                    params={"signature": str(result.signature),
+                            "digest": f"sha256:{result.digest}" if result.digest else ""},
+                    metrics=[Metric("verified", float(result.verified)),
+                             Metric("files", float(result.files))],
+                    findings=result.findings(), refs=signing.REFS, started_at=started,
+                    finished_at=utcnow()))
     if fmt == "json":
         write_output((json.dumps(result.to_dict(), indent=2) + "\n").encode(), output)
     if result.verified:
         _say(st, f"[green]verified[/]: {escape(str(result.model))} matches "
                f"{escape(str(result.signature))} ({result.message}; digest "
                f"sha256:{result.digest})")
+        say_stored(st, run, stored=store)
         raise typer.Exit(EXIT_OK)
     # A failed verification is the result, not noise: shown even with --quiet.
     st.stderr.print(f"[bold red]verification failed[/]: {escape(str(result.model))}: "
                     f"{escape(result.message)}", soft_wrap=True)
+    say_stored(st, run, stored=store)
     raise typer.Exit(EXIT_FINDINGS)
 
 
@@ -197,6 +232,7 @@ def bom(
     fail_on: str = typer.Option("none", "--fail-on", envvar="PHALANX_BOM_FAIL_ON",
                                 help="Exit 1 if the scan finds this severity (default: "
                                      "none; the verdict is in the BOM)."),
+    store: bool = typer.Option(True, "--store/--no-store", help=STORE_HELP),
 ) -> None:
     """Write a CycloneDX 1.6 ML-BOM: files and hashes, model card, frameworks, scan verdict."""
     from phalanx.supplychain.bom import build_ml_bom
@@ -207,8 +243,20 @@ def bom(
     _output_dir_exists(output)
     if not model.exists():
         raise InputError(f"no such model directory or file: {model}")
-    result = build_ml_bom(model, name=name, version=version)
-    write_output(result.render(fmt).encode("utf-8"), output)
+    run = Run(command="bom", config={"model": str(model), "name": name, "version": version,
+                                     "format": fmt})
+    with recording(st, run, store=store) as keep:
+        started = utcnow()
+        result = build_ml_bom(model, name=name, version=version)
+        write_output(result.render(fmt).encode("utf-8"), output)
+        found = result.findings()
+        keep(Result(check="ml-bom", title="ML bill of materials", target=str(model),
+                    params={"name": name, "version": version, "format": fmt,
+                            "output": str(output) if output else None},
+                    metrics=[Metric("files", float(len(result.files))),
+                             Metric("datasets_named", float(len(result.card.datasets)))],
+                    findings=found, refs=tuple(sorted({r for f in found for r in f.refs})),
+                    started_at=started, finished_at=utcnow()))
     for note in result.notes:
         _say(st, f"[yellow]note:[/] {escape(note)}")
     formats = Counter(f.format for f in result.files)
@@ -224,6 +272,7 @@ def bom(
              f"{worst.label if worst is not None else 'none'}: {_counts(result.findings())}")
     if output is not None:
         _say(st, f"  written to {escape(str(output))}")
+    say_stored(st, run, stored=store)
     failed = threshold is not None and any(f.severity >= threshold for f in result.findings())
     raise typer.Exit(EXIT_FINDINGS if failed else EXIT_OK)
 
@@ -252,6 +301,7 @@ def deps(
                                        help="Query endpoint of an OSV mirror."),
     timeout: float = typer.Option(15.0, "--timeout", envvar="PHALANX_VULN_TIMEOUT",
                                   help="Seconds to wait for each service answer."),
+    store: bool = typer.Option(True, "--store/--no-store", help=STORE_HELP),
 ) -> None:
     """Audit Python dependencies for known vulnerabilities (pip-audit), and flag ML frameworks
     whose versions let a crafted model execute code (bundled table, works offline)."""
@@ -264,14 +314,28 @@ def deps(
     _output_dir_exists(output)
     if timeout <= 0:
         raise InputError("--timeout must be positive")
+    from phalanx.supplychain.deps import CHECK_ID, REFS
+
     context, sink = make_context(st, None)
-    with sink.active():
-        report = audit_dependencies(requirement or None, offline=offline, service=service,
-                                    timeout=timeout, osv_url=osv_url, context=context)
+    target = ", ".join(str(r) for r in requirement) or "the running Python environment"
+    run = Run(command="deps", config={"requirement": [str(r) for r in requirement],
+                                      "offline": offline, "service": service})
+    with recording(st, run, store=store) as keep:
+        started = utcnow()
+        with sink.active():
+            report = audit_dependencies(requirement or None, offline=offline, service=service,
+                                        timeout=timeout, osv_url=osv_url, context=context)
+        keep(Result(check=CHECK_ID, title="Dependency audit", target=target,
+                    params={"service": report.service or "offline", "offline": offline},
+                    metrics=[Metric("packages_audited", float(len(report.packages))),
+                             Metric("packages_skipped", float(len(report.skipped)))],
+                    findings=list(report.findings), refs=REFS, error=report.service_error,
+                    started_at=started, finished_at=utcnow()))
     if fmt == "json":
         write_output((json.dumps(report.to_dict(), indent=2) + "\n").encode(), output)
     if not st.quiet:
         _deps_summary(st, report, table=fmt == "table", offline=offline)
+    say_stored(st, run, stored=store)
     if report.service_error:
         # The offline findings above stand; the audit as a whole is not complete.
         raise PhalanxError(report.service_error,
