@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from phalanx.supplychain.scan.base import Source
+    from phalanx.core.findings import Finding
+    from phalanx.supplychain.scan.base import ScanSession, Source
 
-__all__ = ["Budget", "Message", "ProtobufError", "Value", "mapped", "read_varint"]
+__all__ = ["Budget", "Message", "ProtobufError", "Value", "mapped", "problem", "read_varint"]
 
 WIRE_VARINT, WIRE_I64, WIRE_LEN, WIRE_I32 = 0, 1, 2, 5
 
@@ -49,6 +50,16 @@ class ProtobufError(ValueError):
         super().__init__(message)
         self.offset = offset
         self.limit = limit
+
+
+def problem(session: ScanSession, source: Source, exc: ProtobufError, *, what: str,
+            scanner: str, fmt: str) -> Finding:
+    """The finding for a protocol buffer that stopped the scan: a scan error when a bound
+    stopped it (the file may be fine, but is unscanned), malformed otherwise."""
+    if exc.limit:
+        return session.error(source, f"{what}: {exc}", scanner=scanner, fmt=fmt)
+    return session.malformed(source, f"protobuf: {exc}", scanner=scanner, fmt=fmt,
+                             offset=exc.offset)
 
 
 @dataclass

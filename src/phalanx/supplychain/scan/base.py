@@ -41,6 +41,7 @@ __all__ = [
     "ScanLimits",
     "ScanSession",
     "Source",
+    "Tally",
 ]
 
 logger = logging.getLogger(__name__)
@@ -402,6 +403,51 @@ def _scanner_classes() -> dict[str, type[FileScanner]]:
         for fmt in getattr(cls, "formats", ()):
             table.setdefault(fmt, cls)
     return table
+
+
+@dataclass
+class _Tallied:
+    rule: str
+    severity: Severity
+    title: str
+    detail: str
+    evidence: dict[str, Any]
+    locations: list[str] = field(default_factory=list)
+    count: int = 0
+
+
+class Tally:
+    """Findings gathered while a file is walked: one per key, with how often it was met and
+    its first ``max_locations`` locations; the most severe wording met for a key wins.
+
+    Scanners of graphs (ONNX, SavedModel) meet the same operator in hundreds of nodes; one
+    finding per operator, with a count and examples, is what a reader can act on.
+    """
+
+    def __init__(self, max_locations: int = 10) -> None:
+        self.max_locations = max_locations
+        self._items: dict[tuple[Any, ...], _Tallied] = {}
+
+    def add(self, key: tuple[Any, ...], where: str, rule: str, severity: Severity,
+            title: str, detail: str, evidence: dict[str, Any]) -> None:
+        """Count one occurrence of ``key`` at ``where``."""
+        item = self._items.get(key)
+        if item is None:
+            item = self._items[key] = _Tallied(rule, severity, title, detail, evidence)
+        elif severity > item.severity:
+            item.severity, item.title, item.detail = severity, title, detail
+        item.count += 1
+        if len(item.locations) < self.max_locations:
+            item.locations.append(where[:300])
+
+    def findings(self, session: ScanSession, source: Source, *, scanner: str, fmt: str,
+                 locations_key: str) -> Iterator[Finding]:
+        """One finding per key, its evidence extended with ``count`` and the locations under
+        ``locations_key``."""
+        for item in self._items.values():
+            evidence = {**item.evidence, "count": item.count, locations_key: item.locations}
+            yield session.finding(source, item.rule, item.severity, item.title, item.detail,
+                                  scanner=scanner, fmt=fmt, evidence=evidence)
 
 
 _REMEDIATION = (

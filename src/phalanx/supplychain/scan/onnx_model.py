@@ -28,13 +28,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from phalanx.core.findings import Finding, Severity
-from phalanx.supplychain.scan._protobuf import Budget, Message, ProtobufError, mapped
-from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
+from phalanx.supplychain.scan._protobuf import Budget, Message, ProtobufError, mapped, problem
+from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source, Tally
 from phalanx.supplychain.scan.pickle_vm import REFS
 
 __all__ = ["STANDARD_DOMAINS", "OnnxScanner"]
@@ -47,19 +46,7 @@ STANDARD_DOMAINS = frozenset({
 })
 _EXTENSIONS_DOMAIN = "ai.onnx.contrib"
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
-_MAX_LOCATIONS = 10
 _SEPARATORS = re.compile(r"[\\/]")
-
-
-@dataclass
-class _Hit:
-    rule: str
-    severity: Severity
-    title: str
-    detail: str
-    evidence: dict[str, Any]
-    where: list[str] = field(default_factory=list)
-    count: int = 0
 
 
 class OnnxScanner(FileScanner):
@@ -84,27 +71,21 @@ class OnnxScanner(FileScanner):
 
     def scan_source(self, source: Source, session: ScanSession) -> Iterator[Finding]:
         """Walk every graph and function of the model."""
-        hits: dict[tuple[Any, ...], _Hit] = {}
+        hits = Tally()
         model_dir = source.path.parent if source.path is not None else None
         try:
             with mapped(source, session.limits.max_member_bytes) as buf:
                 self._model(Message(buf, budget=Budget()), model_dir, session, hits)
         except ProtobufError as exc:
-            if exc.limit:
-                yield session.error(source, f"ONNX model: {exc}", scanner=self.plugin_id(),
-                                    fmt="onnx")
-            else:
-                yield session.malformed(source, f"protobuf: {exc}", scanner=self.plugin_id(),
-                                        fmt="onnx", offset=exc.offset)
+            yield problem(session, source, exc, what="ONNX model", scanner=self.plugin_id(),
+                          fmt="onnx")
         except ValueError as exc:  # a member over the size limit
             yield session.error(source, str(exc), scanner=self.plugin_id(), fmt="onnx")
-        for hit in hits.values():
-            evidence = {**hit.evidence, "count": hit.count, "where": hit.where}
-            yield session.finding(source, hit.rule, hit.severity, hit.title, hit.detail,
-                                  scanner=self.plugin_id(), fmt="onnx", evidence=evidence)
+        yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="onnx",
+                                 locations_key="where")
 
     def _model(self, model: Message, model_dir: Path | None, session: ScanSession,
-               hits: dict[tuple[Any, ...], _Hit]) -> None:
+               hits: Tally) -> None:
         graphs: list[tuple[Message, str]] = []
         functions: list[Message] = []
         for number, value in model:
@@ -136,7 +117,7 @@ class _Walker:
     """Judges nodes and tensors; collects subgraphs to walk next (no recursion)."""
 
     def __init__(self, model_dir: Path | None, session: ScanSession,
-                 hits: dict[tuple[Any, ...], _Hit], local: set[tuple[str, str]]) -> None:
+                 hits: Tally, local: set[tuple[str, str]]) -> None:
         self.model_dir = model_dir
         self.session = session
         self.hits = hits
@@ -199,7 +180,7 @@ class _Walker:
             rule = self.session.policy.denial(module, cls) if module else None
             severity = rule.severity if rule is not None else Severity.HIGH
             reason = f" {module}.{cls} {rule.reason}." if rule is not None else ""
-            self.add(("pyop", module, cls), at, "onnx-python-op", severity,
+            self.hits.add(("pyop", module, cls), at, "onnx-python-op", severity,
                      f"PyOp node imports and calls Python ({module}.{cls})",
                      "ONNX Runtime's Python operator imports the module and class named in the "
                      "node's attributes and calls them when the model runs, with the loading "
@@ -210,7 +191,7 @@ class _Walker:
         if (domain, op_type) in self.local or domain in STANDARD_DOMAINS:
             return
         extensions = domain == _EXTENSIONS_DOMAIN
-        self.add(("custom", domain, op_type), at, "onnx-custom-op", Severity.MEDIUM,
+        self.hits.add(("custom", domain, op_type), at, "onnx-custom-op", Severity.MEDIUM,
                  f"Custom operator {domain}.{op_type}",
                  "The operator's domain is neither ONNX's nor ONNX Runtime's, so running the "
                  "model needs a custom-op library that the loading program registers; what "
@@ -245,29 +226,19 @@ class _Walker:
         if problem is None:
             return
         if problem == "missing":
-            self.add(("missing", location), at, "onnx-external-data-missing", Severity.LOW,
+            self.hits.add(("missing", location), at, "onnx-external-data-missing", Severity.LOW,
                      f"External data file {location!r} is missing",
                      "The tensor's data is in a side file that is not beside the model; "
                      "loading fails until it is supplied, and whatever is supplied was not "
                      "scanned.", {"location": location})
             return
-        self.add(("traversal", location), at, "onnx-external-data-traversal", Severity.HIGH,
+        self.hits.add(("traversal", location), at, "onnx-external-data-traversal", Severity.HIGH,
                  f"External data location {location!r} {problem}",
                  "ONNX loads external tensor data from this path when the model is loaded. "
                  "A location outside the model's directory reads any file the loading "
                  "process can read into a tensor (CVE-2022-25882; symbolic links: "
                  "CVE-2024-27318), and the model's outputs can carry it out.",
                  {"location": location, "cve": ["CVE-2022-25882", "CVE-2024-27318"]})
-
-    def add(self, key: tuple[Any, ...], where: str, rule: str, severity: Severity,
-            title: str, detail: str, evidence: dict[str, Any]) -> None:
-        hit = self.hits.get(key)
-        if hit is None:
-            hit = self.hits[key] = _Hit(rule, severity, title, detail, evidence)
-        hit.count += 1
-        if len(hit.where) < _MAX_LOCATIONS:
-            hit.where.append(where[:300])
-
 
 def _location_problem(location: str, model_dir: Path | None) -> str | None:
     """Why an external-data location is unsafe (``"missing"`` if merely absent), or ``None``."""

@@ -31,11 +31,11 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from phalanx.core.findings import Finding, Severity
-from phalanx.supplychain.scan._protobuf import Budget, Message, ProtobufError, mapped
-from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
+from phalanx.supplychain.scan._protobuf import Budget, Message, ProtobufError, mapped, problem
+from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source, Tally
 from phalanx.supplychain.scan.keras import analyse_config
 from phalanx.supplychain.scan.pickle_vm import REFS
 
@@ -78,7 +78,6 @@ _INPUT_OPS: dict[str, tuple[int, ...]] = {
 _FED_OPS = frozenset({"Placeholder", "PlaceholderV2", "PlaceholderWithDefault", "_Arg"})
 _DT_STRING = 7
 _TRACE_LIMIT = 512
-_MAX_LOCATIONS = 10
 _SEPARATORS = re.compile(r"[\\/]")
 
 
@@ -103,17 +102,6 @@ class _Graph:
     @property
     def label(self) -> str:
         return f"function {self.name}" if self.name else "graph"
-
-
-@dataclass
-class _Hit:
-    rule: str
-    severity: Severity
-    title: str
-    detail: str
-    evidence: dict[str, Any]
-    locations: list[str] = field(default_factory=list)
-    count: int = 0
 
 
 class SavedModelScanner(FileScanner):
@@ -142,7 +130,7 @@ class SavedModelScanner(FileScanner):
 
     def scan_source(self, source: Source, session: ScanSession) -> Iterator[Finding]:
         """Judge every operation of every graph and function in ``saved_model.pb``."""
-        hits: dict[tuple[Any, ...], _Hit] = {}
+        hits = Tally()
         configs: list[tuple[str, str]] = []
         try:
             with mapped(source, session.limits.max_member_bytes) as buf:
@@ -155,24 +143,17 @@ class SavedModelScanner(FileScanner):
                     yield session.malformed(source, "SavedModel has no MetaGraphDef",
                                             scanner=self.plugin_id(), fmt="savedmodel")
         except ProtobufError as exc:
-            if exc.limit:
-                yield session.error(source, f"saved_model.pb: {exc}",
-                                    scanner=self.plugin_id(), fmt="savedmodel")
-            else:
-                yield session.malformed(source, f"protobuf: {exc}", scanner=self.plugin_id(),
-                                        fmt="savedmodel", offset=exc.offset)
+            yield problem(session, source, exc, what="saved_model.pb",
+                          scanner=self.plugin_id(), fmt="savedmodel")
         except ValueError as exc:  # a member over the size limit
             yield session.error(source, str(exc), scanner=self.plugin_id(), fmt="savedmodel")
-        for hit in hits.values():
-            evidence = {**hit.evidence, "count": hit.count, "nodes": hit.locations}
-            yield session.finding(source, hit.rule, hit.severity, hit.title, hit.detail,
-                                  scanner=self.plugin_id(), fmt="savedmodel",
-                                  evidence=evidence)
+        yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="savedmodel",
+                                 locations_key="nodes")
         yield from self._keras_metadata(source, session, configs)
 
     # -- parsing ----------------------------------------------------------------------------
 
-    def _meta_graph(self, meta: Message, hits: dict[tuple[Any, ...], _Hit],
+    def _meta_graph(self, meta: Message, hits: Tally,
                     configs: list[tuple[str, str]], limit: int) -> None:
         fed: set[str] = set()
         saver = meta.message(3)
@@ -351,7 +332,7 @@ def _trace(graph: _Graph, node: _Node, indexes: tuple[int, ...],
 
 
 def _judge_node(graph: _Graph, node: _Node, fed: set[str], library: set[str],
-                hits: dict[tuple[Any, ...], _Hit]) -> None:
+                hits: Tally) -> None:
     where = f"{graph.label}: {node.name}"
     _judge_op(graph, node, node.op, where, fed, hits, via=None)
     for attr_name, attr in node.attrs.items():
@@ -361,25 +342,25 @@ def _judge_node(graph: _Graph, node: _Node, fed: set[str], library: set[str],
     if node.op.startswith("Debug") and "debug_urls" in node.attrs:
         urls = [u for u in _strings(node.attrs["debug_urls"]) if u]
         if urls:
-            _hit(hits, ("debug", node.op), where, "savedmodel-unsafe-op", Severity.HIGH,
+            hits.add(("debug", node.op), where, "savedmodel-unsafe-op", Severity.HIGH,
                  f"{node.op} sends tensors to {urls[0][:80]}",
                  "A debug op with debug_urls writes every tensor it sees to a file or a "
                  "network address when the graph runs.", {"op": node.op, "urls": urls[:4]})
     if node.op == "PrintV2" and "output_stream" in node.attrs:
         stream = next(iter(_strings(node.attrs["output_stream"])), "")
         if stream.startswith("file://"):
-            _hit(hits, ("print", stream), where, "savedmodel-unsafe-op", Severity.HIGH,
+            hits.add(("print", stream), where, "savedmodel-unsafe-op", Severity.HIGH,
                  f"PrintV2 writes to {stream[:80]}",
                  "tf.print with a file:// output stream appends to a file the graph chooses.",
                  {"op": node.op, "output_stream": stream[:300]})
 
 
 def _judge_op(graph: _Graph, node: _Node, op: str, where: str, fed: set[str],
-              hits: dict[tuple[Any, ...], _Hit], via: str | None) -> None:
+              hits: Tally, via: str | None) -> None:
     how = f" (called through attribute {via!r})" if via else ""
     for category, (severity, what, ops) in OP_CATEGORIES.items():
         if op in ops:
-            _hit(hits, ("op", op), where, "savedmodel-unsafe-op", severity,
+            hits.add(("op", op), where, "savedmodel-unsafe-op", severity,
                  f"SavedModel graph uses {op}, which {what}",
                  f"The operation {op}{how} {what} when the graph runs; TensorFlow runs it "
                  "on load (initialisers) or on the first call, with the loading process's "
@@ -407,21 +388,9 @@ def _judge_op(graph: _Graph, node: _Node, op: str, where: str, fed: set[str],
         why = ("its path is fixed inside the model" + (f" ({consts[0][:120]!r})" if consts
                                                         else ""))
     kind = "checkpoint" if checkpoint else "input"
-    _hit(hits, ("path", op, tuple(escaping[:1])), where, "savedmodel-fixed-path", severity,
+    hits.add(("path", op, tuple(escaping[:1])), where, "savedmodel-fixed-path", severity,
          f"{op} {'writes or reads' if checkpoint else 'reads'} a path the model chooses",
          f"The {kind} operation {op}{how} is not wired to a path the loader supplies: {why}. "
          "The standard saver and asset tables take their paths from the loader; a model that "
          "names its own path reads or overwrites files outside the model.",
          {"op": op, "category": kind, "paths": consts[:4]})
-
-
-def _hit(hits: dict[tuple[Any, ...], _Hit], key: tuple[Any, ...], where: str, rule: str,
-         severity: Severity, title: str, detail: str, evidence: dict[str, Any]) -> None:
-    hit = hits.get(key)
-    if hit is None:
-        hit = hits[key] = _Hit(rule, severity, title, detail, evidence)
-    elif severity > hit.severity:
-        hit.severity, hit.title, hit.detail = severity, title, detail
-    hit.count += 1
-    if len(hit.locations) < _MAX_LOCATIONS:
-        hit.locations.append(where[:300])
