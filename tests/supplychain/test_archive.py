@@ -39,6 +39,7 @@ from samples.archives import (
     tar_bytes,
     zip_bytes,
 )
+from scanning import archive_session
 
 from phalanx.core.findings import Finding, Severity
 from phalanx.supplychain.scan.archive import (
@@ -49,25 +50,15 @@ from phalanx.supplychain.scan.archive import (
     iter_zip_members,
     scan_compressed,
 )
-from phalanx.supplychain.scan.base import ScanLimits, ScanSession, Source
-from phalanx.supplychain.scan.numpy_files import NumpyScanner
-from phalanx.supplychain.scan.pickles import PickleScanner
+from phalanx.supplychain.scan.base import ScanSession, Source
 
 CANARY = Path("/nonexistent/phalanx-canary")
 PAYLOAD = payload_pickle(CANARY)
 MiB = 1 << 20
 
 
-def make_session(**limits: Any) -> ScanSession:
-    archive, numpy, pickle = ArchiveScanner(), NumpyScanner(), PickleScanner()
-    table = {f: archive for f in archive.formats}
-    table.update({f: numpy for f in numpy.formats})
-    table["pickle"] = pickle
-    return ScanSession(scanners=table, limits=ScanLimits(**limits))
-
-
 def scan(data: bytes, name: str = "archive", **limits: Any) -> tuple[list[Finding], ScanSession]:
-    session = make_session(**limits)
+    session = archive_session(**limits)
     return list(session.scan(Source.from_bytes(name, data))), session
 
 
@@ -170,7 +161,7 @@ def test_torch_checkpoint_has_no_structural_findings(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     path = tmp_path / "model.pt"
     torch.save({"w": torch.randn(64, 32), "b": torch.zeros(32)}, path)
-    session = make_session()
+    session = archive_session()
     source = Source.from_path(path)
     assert list(check_zip_structure(source, session, scanner="test")) == []
     names = [m.name for m in iter_zip_members(source, session, scanner="test")
@@ -288,7 +279,7 @@ def test_member_budget_spans_nested_archives() -> None:
     leaf = zip_bytes([("a.txt", b"a"), ("b.txt", b"b")])
     middle = zip_bytes([(f"{i}.zip", leaf) for i in range(8)])
     outer = zip_bytes([(f"{i}.zip", middle) for i in range(8)])
-    session = make_session(max_members=30)
+    session = archive_session(max_members=30)
     findings = list(session.scan(Source.from_bytes("outer.zip", outer)))
     budget = [f for f in findings if f.evidence["rule"] == "archive-too-many-members"]
     assert len(budget) == 1 and budget[0].evidence["incomplete"]
@@ -360,7 +351,7 @@ def test_prepended_bytes_shift_offsets() -> None:
     # reports it and scans the prefix as a file of its own.
     data = PAYLOAD + zip_bytes([("config.json", b"{}")])
     assert zipfile.ZipFile(io.BytesIO(data)).read("config.json") == b"{}"
-    session = make_session()
+    session = archive_session()
     findings = list(ArchiveScanner().scan_source(Source.from_bytes("glued", data), session))
     assert severity_of(findings, "zip-prepended-data") == Severity.MEDIUM
     assert_payload_found(findings)
@@ -416,7 +407,7 @@ def _malformed_zips() -> list[bytes]:
 
 @pytest.mark.parametrize("data", _malformed_zips())
 def test_malformed_zip_gives_a_finding_not_an_exception(data: bytes) -> None:
-    session = make_session()
+    session = archive_session()
     findings = list(ArchiveScanner().scan_source(Source.from_bytes("bad.zip", data), session))
     assert "scan-error" not in rules(findings)
     if data.startswith(b"PK\x05\x06") and len(data) < 22:
@@ -426,7 +417,7 @@ def test_malformed_zip_gives_a_finding_not_an_exception(data: bytes) -> None:
 def test_compressed_member_spool_is_deleted_when_the_iterator_advances() -> None:
     data = zip_bytes([("big.txt", os.urandom(MiB) * 2), ("small.txt", b"x")],
                      zipfile.ZIP_DEFLATED)
-    session = make_session(max_ratio=1e9)
+    session = archive_session(max_ratio=1e9)
     members = (m for m in iter_zip_members(Source.from_bytes("a.zip", data), session,
                                            scanner="test") if isinstance(m, ArchiveMember))
     big = next(members)
@@ -479,7 +470,7 @@ def test_large_stored_zip_member_is_not_read(tmp_path: Path) -> None:
         fh.seek(len(header) + size)  # a hole: the file is sparse on disk
         fh.write(central + end_record(1, len(central), len(header) + size))
     counter = [0]
-    session = make_session()
+    session = archive_session()
     findings = list(session.scan(_counting_source(path, counter)))
     assert "scan-error" not in rules(findings)
     assert counter[0] < 4 * MiB
@@ -496,7 +487,7 @@ def test_large_tar_member_is_not_read(tmp_path: Path) -> None:
         fh.seek(len(header) + size)
         fh.write(bytes(1024))
     counter = [0]
-    session = make_session()
+    session = archive_session()
     findings = list(session.scan(_counting_source(path, counter)))
     assert "scan-error" not in rules(findings)
     assert session.scanned[0].format == "tar"
@@ -610,7 +601,7 @@ def test_tar_too_many_members() -> None:
 
 def test_tar_member_api() -> None:
     data = tar_bytes([("d/a.txt", b"alpha"), link("d/l", "a.txt")])
-    session = make_session()
+    session = archive_session()
     items = list(iter_tar_members(Source.from_bytes("t.tar", data), session, scanner="test"))
     members = [i for i in items if isinstance(i, ArchiveMember)]
     assert [(m.name, m.skipped) for m in members] == [("d/a.txt", ""), ("d/l", "link")]
@@ -640,7 +631,7 @@ def test_compressed_pickle_is_analysed(compress: Any, name: str, inner: str) -> 
 ])
 def test_zlib_and_lzma_alone_streams(kind: str, data: bytes) -> None:
     # The sniffer does not name these formats yet; the scanner already decompresses them.
-    session = make_session()
+    session = archive_session()
     source = Source.from_bytes("model.joblib", data)
     findings = list(scan_compressed(source, session, kind, scanner="archive"))
     assert_payload_found(findings)
@@ -723,7 +714,7 @@ FUZZ = settings(max_examples=150, deadline=None,
 
 
 def _scan_fuzzed(data: bytes) -> None:
-    session = make_session(max_total_bytes=64 * MiB)
+    session = archive_session(max_total_bytes=64 * MiB)
     started = time.perf_counter()
     findings = list(ArchiveScanner().scan_source(Source.from_bytes("fuzz", data), session))
     assert time.perf_counter() - started < 10

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from samples import keras_tf_onnx as samples
+from scanning import mutated
 
 from phalanx.core.findings import Finding, Severity
 from phalanx.supplychain.scan.base import ScanLimits, ScanSession, Source
@@ -117,13 +118,11 @@ def test_describe_code_rejects_what_is_not_bytecode(blob: bytes) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_describe_code_survives_mutated_bytecode(data: st.DataObject) -> None:
-    blob = bytearray(marshal.dumps(_lambda_code(
-        "lambda x: (__import__('os').system('id'), {'a': (1, 2.5, b'z')}, x)[2]")))
-    for _ in range(data.draw(st.integers(1, 6))):
-        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
-    blob = blob[:data.draw(st.integers(0, len(blob)))]
+    blob = mutated(data, marshal.dumps(_lambda_code(
+        "lambda x: (__import__('os').system('id'), {'a': (1, 2.5, b'z')}, x)[2]")),
+        max_edits=6, min_keep=0)
     started = time.perf_counter()
-    summary = describe_code(bytes(blob))
+    summary = describe_code(blob)
     assert time.perf_counter() - started < 1.0
     assert isinstance(summary, dict) and "bytes" in summary
 
@@ -580,11 +579,8 @@ def h5_lambda(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 def test_mutated_h5_never_raises(h5_lambda: bytes, tmp_path_factory: pytest.TempPathFactory,
                                  data: st.DataObject) -> None:
     base = tmp_path_factory.mktemp("fuzz")
-    blob = bytearray(h5_lambda)
-    for _ in range(data.draw(st.integers(1, 8))):
-        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
     path = base / "m.h5"
-    path.write_bytes(bytes(blob[:data.draw(st.integers(1, len(blob)))]))
+    path.write_bytes(mutated(data, h5_lambda))
     scanner = KerasScanner(hdf5_timeout=10.0)
     for finding in scanner.scan_source(Source.from_path(path), _session()):
         assert isinstance(finding, Finding)
@@ -690,11 +686,8 @@ def test_mutated_keras_zip_never_raises(tmp_path_factory: pytest.TempPathFactory
         zf.writestr("metadata.json", _META)
         zf.writestr("config.json", config)
         zf.writestr("assets/vocab.txt", b"a\nb\nc\n" * 50)
-    blob = bytearray((base / "m.keras").read_bytes())
-    for _ in range(data.draw(st.integers(1, 8))):
-        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
     path = base / "mutated.keras"
-    path.write_bytes(bytes(blob[:data.draw(st.integers(1, len(blob)))]))
+    path.write_bytes(mutated(data, (base / "m.keras").read_bytes()))
     started = time.perf_counter()
     findings = list(KerasScanner().scan_source(Source.from_path(path), _session()))
     assert time.perf_counter() - started < 5.0

@@ -13,26 +13,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from samples.numpy_joblib import npy_header, object_npy, payload_pickle
+from scanning import archive_session
 
 from phalanx.core.findings import Finding, Severity
-from phalanx.supplychain.scan.archive import ArchiveScanner
-from phalanx.supplychain.scan.base import ScanLimits, ScanSession, Source
+from phalanx.supplychain.scan.base import ScanSession, Source
 from phalanx.supplychain.scan.numpy_files import NumpyScanner, parse_npy_header
-from phalanx.supplychain.scan.pickles import PickleScanner
 
 CANARY = Path("/nonexistent/phalanx-canary")
 
 
-def make_session(**limits: Any) -> ScanSession:
-    archive, numpy, pickle = ArchiveScanner(), NumpyScanner(), PickleScanner()
-    table = {f: archive for f in archive.formats}
-    table.update({f: numpy for f in numpy.formats})
-    table["pickle"] = pickle
-    return ScanSession(scanners=table, limits=ScanLimits(**limits))
-
-
 def scan(data: bytes, name: str = "array") -> tuple[list[Finding], ScanSession]:
-    session = make_session()
+    session = archive_session()
     return list(session.scan(Source.from_bytes(name, data))), session
 
 
@@ -204,7 +195,7 @@ def test_npz_is_clean_and_members_scanned(tmp_path: Path) -> None:
     path = tmp_path / "a.npz"
     np.savez_compressed(path, w=np.random.default_rng(0).standard_normal((8, 8)),
                         s=np.array(["x", "yy"]))
-    session = make_session()
+    session = archive_session()
     findings = list(session.scan(Source.from_path(path)))
     assert findings == []
     assert [r.format for r in session.scanned] == ["npz", "npy", "npy"]
@@ -233,7 +224,7 @@ def test_npz_gets_the_zip_checks() -> None:
 @given(version=st.sampled_from([b"\x01\x00", b"\x02\x00", b"\x03\x00", b"\x07\x01"]),
        body=st.binary(max_size=600))
 def test_fuzz_never_raises(version: bytes, body: bytes) -> None:
-    session = make_session()
+    session = archive_session()
     source = Source.from_bytes("fuzz.npy", b"\x93NUMPY" + version + body)
     findings = list(NumpyScanner().scan_source(source, session))
     assert all(f.evidence["rule"] != "scan-error" for f in findings)
@@ -248,7 +239,7 @@ def test_fuzz_mutated_headers(seed: int, dtype: Any) -> None:
     data = bytearray(saved(np.zeros((2, 3), dtype=dtype)))
     for _ in range(rng.randrange(1, 6)):
         data[rng.randrange(min(len(data), 128))] = rng.randrange(256)
-    session = make_session()
+    session = archive_session()
     findings = list(NumpyScanner().scan_source(Source.from_bytes("m.npy", bytes(data)),
                                                session))
     assert all(f.evidence["rule"] != "scan-error" for f in findings)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scanning import mutated
 
 from phalanx.core.findings import Finding, Severity
 from phalanx.supplychain.scan.base import ScanLimits, ScanSession, Source
@@ -229,11 +230,8 @@ def pyop_model(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_mutated_models_never_raise(pyop_model: bytes, data: st.DataObject) -> None:
-    blob = bytearray(pyop_model)
-    for _ in range(data.draw(st.integers(1, 8))):
-        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
-    blob = blob[:data.draw(st.integers(1, len(blob)))]
+    blob = mutated(data, pyop_model)
     started = time.perf_counter()
-    findings = _scan(bytes(blob))
+    findings = _scan(blob)
     assert time.perf_counter() - started < 2.0
     assert all(isinstance(f, Finding) for f in findings)

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from samples import keras_tf_onnx as s
+from scanning import mutated
 
 from phalanx.core.findings import Finding, Severity
 from phalanx.supplychain.scan import savedmodel as savedmodel_module
@@ -280,12 +281,9 @@ def test_member_sources_are_scanned() -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_savedmodels_never_raise(data: st.DataObject) -> None:
-    blob = bytearray(s.saved_model(s._tf2_nodes(), s._tf2_functions()))
-    for _ in range(data.draw(st.integers(1, 8))):
-        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
-    blob = blob[:data.draw(st.integers(1, len(blob)))]
+    blob = mutated(data, s.saved_model(s._tf2_nodes(), s._tf2_functions()))
     started = time.perf_counter()
-    findings = _scan(bytes(blob))
+    findings = _scan(blob)
     assert time.perf_counter() - started < 2.0
     assert all(isinstance(f, Finding) for f in findings)
 
