@@ -208,6 +208,7 @@ def test_every_command_stores_a_run(model: Path, keys: tuple[Path, Path], tmp_pa
         runs = {r.command: store.get_run(r.id) for r in store.list_runs()}
     assert sorted(runs) == ["bom", "deps", "sign", "verify"]  # --no-store kept nothing
     assert all(r.status.value == "completed" for r in runs.values())
+    assert all(r.results[0].started_at <= r.results[0].finished_at for r in runs.values())
     (signed,) = runs["sign"].results
     assert signed.check == "model-signature" and signed.metric("files_signed").value == 3
     (verified,) = runs["verify"].results

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,7 @@ STORE_HELP = "Keep the run in the run store (default) or not."
 @contextmanager
 def recording(st: State, run: Run, *, store: bool) -> Iterator[Callable[[Result], None]]:
     """Record ``run`` while the block runs; the block hands each result to the function this
-    yields. With ``store`` the run store is opened first, so a store that cannot be reached
+    yields (a result without times gets the block's start and the moment it is handed over). With ``store`` the run store is opened first, so a store that cannot be reached
     fails the command before any work is done; the run is then written as it progresses.
 
     A block that fails on bad input (any :class:`PhalanxError` but a store error: a missing
@@ -179,14 +179,21 @@ def recording(st: State, run: Run, *, store: bool) -> Iterator[Callable[[Result]
     interruption leaves it ``interrupted`` with what it finished. Raise the command's exit
     code after the block, not inside it.
     """
+    entered = utcnow()
+
+    def timed(result: Result) -> Result:
+        if result.started_at is not None:
+            return result  # a check that timed itself
+        return replace(result, started_at=entered, finished_at=result.finished_at or utcnow())
+
     if not store:
-        yield run.results.append
+        yield lambda result: run.results.append(timed(result))
         run.status, run.finished_at = RunStatus.COMPLETED, utcnow()
         return
     with open_store(st) as db:
         try:
             with db.record(run) as recorder:
-                yield recorder.add
+                yield lambda result: recorder.add(timed(result))
         except PhalanxError as exc:
             if not isinstance(exc, StoreError):
                 with suppress(PhalanxError):

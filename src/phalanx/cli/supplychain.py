@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import Counter
@@ -26,7 +27,7 @@ from phalanx.cli._common import (
     write_output,
 )
 from phalanx.core.findings import Finding
-from phalanx.core.results import Metric, Result, utcnow
+from phalanx.core.results import Metric, Result
 from phalanx.core.run import Run
 from phalanx.errors import InputError, PhalanxError
 
@@ -117,27 +118,26 @@ def sign(
         key = private
     if model is None:
         raise InputError("missing MODEL", hint="phalanx sign MODEL_DIR --key KEY")
-    if not keyless and key is None:
+    if keyless:
+        sign_it = functools.partial(signing.sign_model_keyless, model, signature=signature,
+                                    identity_token=identity_token, use_staging=staging,
+                                    ignore=ignore)
+    elif key is not None:
+        sign_it = functools.partial(signing.sign_model, model, key, signature=signature,
+                                    password=password, ignore=ignore)
+    else:
         raise InputError("no signing key", hint="give --key KEY, --generate-key KEY or "
                                                 "--keyless")
     run = Run(command="sign", config={"model": str(model), "keyless": keyless,
                                       "signature": str(signature) if signature else None,
                                       "ignore": list(ignore)})
     with recording(st, run, store=store) as keep:
-        started = utcnow()
-        if keyless:
-            signed = signing.sign_model_keyless(model, signature=signature,
-                                                identity_token=identity_token,
-                                                use_staging=staging, ignore=ignore)
-        else:
-            assert key is not None
-            signed = signing.sign_model(model, key, signature=signature, password=password,
-                                        ignore=ignore)
+        signed = sign_it()
         keep(Result(check="model-signature", title="Model signing", target=str(model),
                     params={"method": signed.method, "signature": str(signed.signature),
                             "digest": f"sha256:{signed.digest}", "ignore": list(ignore)},
                     metrics=[Metric("files_signed", float(signed.files))],
-                    refs=signing.REFS, started_at=started, finished_at=utcnow()))
+                    refs=signing.REFS))
     _say(st, f"signed {signed.files} file(s) of [bold]{escape(str(signed.model))}[/] "
            f"({signed.method}); signature: [bold]{escape(str(signed.signature))}[/]; "
            f"digest sha256:{signed.digest}")
@@ -175,30 +175,29 @@ def verify(
     _output_dir_exists(output)
     if key is not None and (identity or issuer):
         raise InputError("give either --key or --identity/--issuer, not both")
-    if key is None and (identity or issuer) and not (identity and issuer):
+    if key is not None:
+        verify_it = functools.partial(signing.verify_model, model, key, signature=signature)
+    elif identity and issuer:
+        verify_it = functools.partial(signing.verify_model_keyless, model, identity=identity,
+                                      issuer=issuer, signature=signature,
+                                      use_staging=staging)
+    elif identity or issuer:
         raise InputError("Sigstore verification needs both --identity and --issuer")
-    if key is None and not identity:
+    else:
         raise InputError("nothing to verify with",
                          hint="give the signer's public key with --key")
     run = Run(command="verify", config={"model": str(model), "key": str(key) if key else None,
                                         "identity": identity, "issuer": issuer,
                                         "signature": str(signature) if signature else None})
     with recording(st, run, store=store) as keep:
-        started = utcnow()
-        if key is not None:
-            result = signing.verify_model(model, key, signature=signature)
-        else:
-            assert identity is not None and issuer is not None
-            result = signing.verify_model_keyless(model, identity=identity, issuer=issuer,
-                                                  signature=signature, use_staging=staging)
+        result = verify_it()
         keep(Result(check="model-signature", title="Model signature verification",
                     target=str(model),
                     params={"signature": str(result.signature),
                             "digest": f"sha256:{result.digest}" if result.digest else ""},
                     metrics=[Metric("verified", float(result.verified)),
                              Metric("files", float(result.files))],
-                    findings=result.findings(), refs=signing.REFS, started_at=started,
-                    finished_at=utcnow()))
+                    findings=result.findings(), refs=signing.REFS))
     if fmt == "json":
         write_output((json.dumps(result.to_dict(), indent=2) + "\n").encode(), output)
     if result.verified:
@@ -246,7 +245,6 @@ def bom(
     run = Run(command="bom", config={"model": str(model), "name": name, "version": version,
                                      "format": fmt})
     with recording(st, run, store=store) as keep:
-        started = utcnow()
         result = build_ml_bom(model, name=name, version=version)
         write_output(result.render(fmt).encode("utf-8"), output)
         found = result.findings()
@@ -255,8 +253,7 @@ def bom(
                             "output": str(output) if output else None},
                     metrics=[Metric("files", float(len(result.files))),
                              Metric("datasets_named", float(len(result.card.datasets)))],
-                    findings=found, refs=tuple(sorted({r for f in found for r in f.refs})),
-                    started_at=started, finished_at=utcnow()))
+                    findings=found, refs=tuple(sorted({r for f in found for r in f.refs}))))
     for note in result.notes:
         _say(st, f"[yellow]note:[/] {escape(note)}")
     formats = Counter(f.format for f in result.files)
@@ -321,7 +318,6 @@ def deps(
     run = Run(command="deps", config={"requirement": [str(r) for r in requirement],
                                       "offline": offline, "service": service})
     with recording(st, run, store=store) as keep:
-        started = utcnow()
         with sink.active():
             report = audit_dependencies(requirement or None, offline=offline, service=service,
                                         timeout=timeout, osv_url=osv_url, context=context)
@@ -329,8 +325,7 @@ def deps(
                     params={"service": report.service or "offline", "offline": offline},
                     metrics=[Metric("packages_audited", float(len(report.packages))),
                              Metric("packages_skipped", float(len(report.skipped)))],
-                    findings=list(report.findings), refs=REFS, error=report.service_error,
-                    started_at=started, finished_at=utcnow()))
+                    findings=list(report.findings), refs=REFS, error=report.service_error))
     if fmt == "json":
         write_output((json.dumps(report.to_dict(), indent=2) + "\n").encode(), output)
     if not st.quiet:
