@@ -3,8 +3,9 @@
 Every scanner gets the same files: the corpus of ``tests/supplychain/corpus.py`` (malicious
 samples reproducing published bypasses, and benign files the real libraries write), written
 to a temporary directory, plus large benign files for throughput. Each tool scans each sample
-separately, through its own command-line entry point, with a per-sample timeout; phalanx is
-also run in-process through its library API.
+separately, through its own command-line entry point, with a per-sample timeout; phalanx and
+picklescan are also run through their library APIs in a long-lived process, timed around the
+library call alone, which is the like-for-like measure of scanning speed.
 
 Contenders (peers come from their own virtualenv, ``--peers-venv``, made by
 ``benchmarks/setup-scan-peers.sh``; a tool that is not installed is skipped with the reason):
@@ -14,6 +15,8 @@ Contenders (peers come from their own virtualenv, ``--peers-venv``, made by
                       (default ``--fail-on medium``), from phalanx's own ``.venv``
 ``phalanx-api``       ``phalanx.supplychain.scan.scan_paths([PATH])`` in this process
 ``picklescan``        ``picklescan -p PATH``
+``picklescan-api``    ``picklescan.scanner.scan_file_path(PATH)`` (``scan_directory_path``
+                      for a directory) in a long-lived process of the peers' interpreter
 ``picklescan-strict`` ``picklescan --strict -p PATH`` (unknown globals become dangerous)
 ``modelscan``         ``modelscan -p PATH -r json -o REPORT``
 ``fickling``          ``fickling --check-safety --json-output REPORT PATH``
@@ -34,6 +37,8 @@ When a tool "detects" a sample (the verdict ``flagged``), per tool:
 - ``phalanx``: exit code 1 (a finding at or above ``medium``), or a finding of severity
   ``medium``/``high``/``critical`` in its JSON report. Exit 2 with no such finding: error.
 - ``phalanx-api``: a finding of severity ``medium`` or above. An exception: error.
+- ``picklescan-api``: ``issues_count`` above 0 (the dangerous globals its CLI counts); no
+  issue and ``scan_err``, or an exception: error.
 - ``picklescan`` (both modes): a dangerous-globals count above 0 in its summary, which is what
   its exit code 1 means; its exit code 2 (a scan error) still counts as flagged when the
   summary printed dangerous globals first, and as an error otherwise. "Suspicious" globals
@@ -62,7 +67,8 @@ one sparse header-bomb file); the **directory** run has each tool scan the whole
 directory in one fresh process (tools without a directory mode are listed apart);
 **large-file MB/s** is a fresh process on each large benign file (``--large``: a
 ~``--large-mb`` MB pickled NumPy array, and a ``torch.save`` checkpoint of the same size when
-torch is installed) with ``--large-timeout``. Directory and large-file runs are repeated
+torch is installed) with ``--large-timeout`` (the ``-api`` rows: the library call in the long-lived process).
+Directory and large-file runs are repeated
 ``--repeats`` times, one tool at a time, and the median kept. phalanx's modules are
 byte-compiled first, as a pip install leaves them. With ``--jobs`` above 1 several tools run
 the per-sample pass at once, so per-sample times include contention; use ``--jobs 1`` on a
@@ -431,14 +437,14 @@ class WarmWorker:
     dies mid-call is a crash.
     """
 
-    def __init__(self, tool: Tool, env: dict[str, str]) -> None:
-        self.tool, self.env = tool, env
+    def __init__(self, tool: Tool, env: dict[str, str], mode: str = "--worker") -> None:
+        self.tool, self.env, self.mode = tool, env, mode
         self.proc: subprocess.Popen[str] | None = None
         self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
 
     def _start(self) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            [str(self.tool.python), str(Path(__file__).resolve()), "--worker", self.tool.program],
+            [str(self.tool.python), str(Path(__file__).resolve()), self.mode, self.tool.program],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=self.env, text=True, start_new_session=True,
         )
@@ -462,29 +468,86 @@ class WarmWorker:
             self.proc.wait()
             self.proc = None
 
-    def run(self, target: Path, timeout: float) -> Outcome:
+    def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any] | Outcome:
+        """Send one request; the reply, or the ``timeout``/``error`` outcome when none came
+        (the worker is then stopped, and the next call starts a fresh one)."""
         proc = self.proc if self.proc is not None else self._start()
+        started = time.perf_counter()
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            reply = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            self.stop()
+            return Outcome("timeout", seconds=time.perf_counter() - started,
+                           detail=f"no result within {timeout:g} s")
+        except (BrokenPipeError, OSError):
+            reply = None
+        if reply is None:
+            self.stop()
+            return Outcome("error", seconds=time.perf_counter() - started,
+                           detail="crash: the process died")
+        reply["wall_s"] = time.perf_counter() - started
+        return reply
+
+    def run(self, target: Path, timeout: float) -> Outcome:
+        """The tool's CLI on ``target``, judged by its rule."""
         with tempfile.TemporaryDirectory(prefix=f"scanbench-{self.tool.name}-") as scratch:
             report_path = Path(scratch) / "report.json"
-            request = {"args": self.tool.args(target, report_path), "cwd": scratch}
-            started = time.perf_counter()
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps(request) + "\n")
-                proc.stdin.flush()
-                reply = self.replies.get(timeout=timeout)
-            except queue.Empty:
-                self.stop()
-                return Outcome("timeout", seconds=time.perf_counter() - started,
-                               detail=f"no result within {timeout:g} s")
-            except (BrokenPipeError, OSError):
-                reply = None
-            seconds = time.perf_counter() - started
-            if reply is None:
-                self.stop()
-                return Outcome("error", seconds=seconds, detail="crash: the process died")
+            reply = self.call({"args": self.tool.args(target, report_path), "cwd": scratch},
+                              timeout)
+            if isinstance(reply, Outcome):
+                return reply
             return _finish(self.tool, reply["code"], reply["stdout"], reply["stderr"],
-                           report_path, seconds)
+                           report_path, reply["wall_s"])
+
+
+class PicklescanApi:
+    """picklescan's library (``scan_file_path``/``scan_directory_path``) in a long-lived
+    process of the peers' interpreter, timed around the call only, as ``phalanx-api`` is."""
+
+    def __init__(self, python: Path, env: dict[str, str]) -> None:
+        tool = Tool("picklescan-api", "picklescan", python, lambda t, r: [], _judge_picklescan)
+        self.worker = WarmWorker(tool, env, mode="--api-worker")
+
+    def run(self, target: Path, timeout: float) -> Outcome:
+        reply = self.worker.call({"path": str(target)}, timeout)
+        if isinstance(reply, Outcome):
+            return reply
+        if reply.get("crash"):
+            return Outcome("error", reply["seconds"], detail=_short("crash: " + reply["crash"]))
+        if reply["issues"] > 0:
+            return Outcome("flagged", reply["seconds"], max_severity="dangerous",
+                           detail=f"{reply['issues']} dangerous globals")
+        if reply["error"]:
+            return Outcome("error", reply["seconds"], detail="scan error")
+        return Outcome("clean", reply["seconds"])
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+
+def api_worker() -> int:
+    """``--api-worker``: serve ``{"path"}`` requests with picklescan's library, one per line,
+    answering with the call's own time, the dangerous-globals count and the error flag (the
+    same facts its CLI prints and turns into an exit code)."""
+    from picklescan.scanner import scan_directory_path, scan_file_path
+
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # its log lines are not replies
+    for line in sys.stdin:
+        path = json.loads(line)["path"]
+        started = time.perf_counter()
+        try:
+            result = (scan_directory_path(path) if os.path.isdir(path)
+                      else scan_file_path(path))
+            reply = {"issues": result.issues_count, "error": result.scan_err}
+        except Exception as exc:  # its CLI logs these and exits 2
+            reply = {"crash": f"{type(exc).__name__}: {exc}"}
+        reply["seconds"] = time.perf_counter() - started
+        channel.write(_MARK + json.dumps(reply) + "\n")
+    return 0
 
 
 def worker(program: str) -> int:
@@ -593,13 +656,16 @@ def repeated(run: Callable[[], Outcome], repeats: int) -> Outcome:
     return chosen
 
 
+#: Contenders run through their library in a long-lived process rather than their CLI.
+API_TOOLS = ("phalanx-api", "picklescan-api")
+
 #: Tools whose command line takes a directory and scans what is under it.
 DIRECTORY_TOOLS = {"phalanx", "picklescan", "picklescan-strict", "modelscan", "modelaudit"}
 
 
 def scan_directory(cli_tools: list[Tool], corpus_dir: Path, manifest: list[dict[str, Any]],
                    args: argparse.Namespace, env: dict[str, str],
-                   use_api: bool) -> dict[str, Any]:
+                   apis: dict[str, Callable[[Path], Outcome]]) -> dict[str, Any]:
     """Each tool over the whole corpus directory in one fresh process (how a CI step scans a
     model repository): the median of ``--repeats`` wall times, and files per second."""
     files = sum(1 for p in corpus_dir.rglob("*") if p.is_file())
@@ -614,11 +680,11 @@ def scan_directory(cli_tools: list[Tool], corpus_dir: Path, manifest: list[dict[
         out["results"][tool.name] = asdict(outcome) | {
             "files_per_s": files / outcome.seconds if outcome.seconds else None}
         log(f"directory: {tool.name} in {outcome.seconds:.2f} s ({outcome.verdict})")
-    if use_api:
-        outcome = repeated(lambda: run_phalanx_api(corpus_dir), args.repeats)
-        out["results"]["phalanx-api"] = asdict(outcome) | {
+    for name, api in apis.items():
+        outcome = repeated(lambda api=api: api(corpus_dir), args.repeats)
+        out["results"][name] = asdict(outcome) | {
             "files_per_s": files / outcome.seconds if outcome.seconds else None}
-        log(f"directory: phalanx-api in {outcome.seconds:.2f} s")
+        log(f"directory: {name} in {outcome.seconds:.2f} s")
     return out
 
 
@@ -805,7 +871,8 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         )
     lines += ["", "*median s/file* and *files/s* are per-sample runs in the mode above "
               "(warm: the tool's own CLI entry point called in a long-lived process, so without "
-              "interpreter start-up and imports); *cold start s* is the median time of a fresh "
+              "interpreter start-up and imports; the `-api` rows: the library call alone, the "
+              "like-for-like measure of scanning speed); *cold start s* is the median time of a fresh "
               "process on the smallest benign samples, which is what one CI invocation costs. "
               "Files per second rather than MB/s: the corpus's bytes are almost all one sparse "
               "200 MB safetensors header bomb that every tool rejects from its first bytes."]
@@ -814,8 +881,8 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         lines += ["", "## Whole corpus directory, one fresh process", "",
                   f"Each tool scans the corpus directory ({directory['files']} files) in one "
                   f"invocation, as a CI step scanning a model repository does; median of "
-                  f"{data['settings'].get('repeats', 1)} runs (phalanx-api: `scan_paths` on "
-                  "the directory in this process).", "",
+                  f"{data['settings'].get('repeats', 1)} runs (the `-api` rows: the library "
+                  "call on the directory in a long-lived process, without start-up).", "",
                   "| tool | seconds | files/s |", "| --- | ---: | ---: |"]
         for tool, o in directory["results"].items():
             lines.append(f"| {tool} | {o['seconds']:.2f} | {_num(o['files_per_s'], '{:.0f}')} |")
@@ -827,7 +894,7 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
     if data["large"]:
         lines += ["", "## Large benign files", "",
                   f"One fresh process per file (median of {data['settings'].get('repeats', 1)} "
-                  "runs); phalanx-api is `scan_paths` in this process.", "",
+                  "runs); the `-api` rows are the library call in a long-lived process.", "",
                   "| tool | " + " | ".join(f"{f['name']} ({f['bytes'] / 1e6:.0f} MB)"
                                           for f in data["large"]) + " |",
                   "| --- |" + " --- |" * len(data["large"])]
@@ -868,7 +935,8 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--tools", default="phalanx,phalanx-api,picklescan,picklescan-strict,"
+    parser.add_argument("--tools", default="phalanx,phalanx-api,picklescan,picklescan-api,"
+                        "picklescan-strict,"
                         "modelscan,fickling,modelaudit")
     parser.add_argument("--peers-venv", type=Path, default=ROOT / "benchmarks" / ".venv-scan-peers")
     parser.add_argument("--mode", choices=("warm", "cold"), default="warm",
@@ -888,6 +956,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", type=Path, default=None,
                         help="write the corpus here and keep it (default: a temp dir)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--api-worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -915,9 +984,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args.worker)
+    if args.api_worker:
+        return api_worker()
     wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
     tools = make_tools(args.peers_venv)
-    unknown = [t for t in wanted if t not in tools and t != "phalanx-api"]
+    unknown = [t for t in wanted if t not in tools and t not in API_TOOLS]
     if unknown:
         raise SystemExit(f"unknown tools: {', '.join(unknown)}")
     try:
@@ -929,15 +1000,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         tools["phalanx"].missing = "phalanx is not importable from this interpreter"
     versions = {"phalanx": phalanx_version, "phalanx-api": phalanx_version}
     versions |= {n: t.version for n, t in tools.items() if n != "phalanx"}
+    versions["picklescan-api"] = tools["picklescan"].version
     skipped_tools = {n: tools[n].missing for n in wanted if n in tools and tools[n].missing}
     if "phalanx-api" in wanted and not phalanx_version:
         skipped_tools["phalanx-api"] = "phalanx is not importable from this interpreter"
+    if "picklescan-api" in wanted and tools["picklescan"].missing:
+        skipped_tools["picklescan-api"] = tools["picklescan"].missing
     cli_tools = [tools[n] for n in wanted if n in tools and not tools[n].missing]
-    use_api = "phalanx-api" in wanted and "phalanx-api" not in skipped_tools
     for name, reason in skipped_tools.items():
         log(f"skipping {name}: {reason}")
 
     env = dict(os.environ) | QUIET_ENV
+    picklescan_api = PicklescanApi(tools["picklescan"].python, env)
+    apis: dict[str, Callable[[Path], Outcome]] = {
+        name: api for name, api in (
+            ("phalanx-api", run_phalanx_api),
+            ("picklescan-api", lambda target: picklescan_api.run(target, args.large_timeout)),
+        ) if name in wanted and name not in skipped_tools}
     if phalanx_version:
         compile_phalanx()
     work = Path(tempfile.mkdtemp(prefix="phalanx-scanbench-"))
@@ -950,15 +1029,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                             args.large_mb) if args.large_mb > 0 else []
         log(f"{len(manifest)} samples ({sum(e['malicious'] for e in manifest)} malicious), "
             f"{len(large)} large files; {args.mode} mode; tools: "
-            + ", ".join([t.name for t in cli_tools] + (["phalanx-api"] if use_api else [])))
+            + ", ".join([t.name for t in cli_tools] + list(apis)))
 
         matrix: dict[str, dict[str, Outcome]] = {e["name"]: {} for e in manifest}
-        if use_api:
-            run_phalanx_api(corpus_dir / str(manifest[0]["path"]))  # warm-up: load plugins
+        for name, api in apis.items():
+            api(corpus_dir / str(manifest[0]["path"]))  # warm-up: load plugins and modules
             for entry in manifest:
-                matrix[entry["name"]]["phalanx-api"] = run_phalanx_api(
-                    corpus_dir / str(entry["path"]))
-            log("phalanx-api done")
+                matrix[entry["name"]][name] = api(corpus_dir / str(entry["path"]))
+            log(f"{name} done")
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futures = {pool.submit(scan_samples, tool, manifest, corpus_dir, args, env): tool
                        for tool in cli_tools}
@@ -981,30 +1059,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    "warm_median_s": statistics.median(warm_times)}
             log("cold start-up runs done")
 
-        directory = scan_directory(cli_tools, corpus_dir, manifest, args, env, use_api)
+        directory = scan_directory(cli_tools, corpus_dir, manifest, args, env, apis)
 
         large_results: dict[str, dict[str, Any]] = {}
         for item in large:
             large_results[item["name"]] = {}
-            if use_api:
-                outcome = repeated(lambda item=item: run_phalanx_api(Path(item["path"])),
+            for name, api in apis.items():
+                outcome = repeated(lambda api=api, item=item: api(Path(item["path"])),
                                    args.repeats)
-                large_results[item["name"]]["phalanx-api"] = asdict(outcome)
-                log(f"{item['name']}: phalanx-api {outcome.verdict} in {outcome.seconds:.2f} s")
+                large_results[item["name"]][name] = asdict(outcome)
+                log(f"{item['name']}: {name} {outcome.verdict} in {outcome.seconds:.2f} s")
             for tool in cli_tools:
                 outcome = repeated(lambda tool=tool, item=item: run_cold(
                     tool, Path(item["path"]), args.large_timeout, env), args.repeats)
                 large_results[item["name"]][tool.name] = asdict(outcome)
                 log(f"{item['name']}: {tool.name} {outcome.verdict} in {outcome.seconds:.2f} s")
     finally:
+        picklescan_api.stop()
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
         else:
             shutil.rmtree(work / "large", ignore_errors=True)
 
     names = [t.name for t in cli_tools]
-    if use_api:
-        names.insert(1 if "phalanx" in names else 0, "phalanx-api")
+    for name in apis:  # each library row right after its command-line row
+        base = name.removesuffix("-api")
+        names.insert(names.index(base) + 1 if base in names else len(names), name)
     summary = {name: summarise(name, manifest, matrix) for name in names}
     for name, facts in cold.items():
         summary[name] |= facts
@@ -1050,6 +1130,8 @@ RULES = {
     "phalanx": "exit 1 (finding >= medium, --fail-on default) or a finding >= medium in the "
                "JSON; exit 2 without one: error",
     "phalanx-api": "a finding >= medium from scan_paths; an exception: error",
+    "picklescan-api": "issues_count > 0 from scan_file_path/scan_directory_path (what its "
+                      "CLI's exit 1 means); scan_err without issues or an exception: error",
     "picklescan": "dangerous globals > 0 (exit 1, or exit 2 after printing them); exit 2 "
                   "otherwise: error; suspicious globals do not count",
     "modelscan": "an issue MEDIUM/HIGH/CRITICAL in the JSON report; without one, exit 3 "
