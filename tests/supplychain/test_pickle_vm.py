@@ -1043,6 +1043,28 @@ def test_policy_verdicts(module: str, name: str, verdict: Verdict) -> None:
     assert policy.judge(module, name, ecosystems).verdict is verdict
 
 
+def test_policy_remembers_verdicts_per_ecosystem_choice() -> None:
+    policy = load_policy()
+    every = policy.resolve_ecosystems(None)
+    python = policy.resolve_ecosystems(["python"])
+    cls = ("sklearn.linear_model._logistic", "LogisticRegression")
+    assert policy.judge(*cls, python).verdict is Verdict.UNKNOWN
+    assert policy.judge(*cls, every).verdict is Verdict.ALLOWED
+    assert policy.judge(*cls, python).verdict is Verdict.UNKNOWN
+    assert policy.judge(*cls, every) is policy.judge(*cls, list(every))
+
+
+def test_policy_memory_is_bounded() -> None:
+    from phalanx.supplychain.scan import policy as policy_module
+
+    policy = load_policy()
+    ecosystems = policy.resolve_ecosystems(None)
+    for i in range(policy_module._MAX_JUDGED + 10):
+        assert policy.judge("evil", f"f{i}", ecosystems).verdict is Verdict.UNKNOWN
+    assert len(policy._judged) <= policy_module._MAX_JUDGED
+    assert policy.judge("os", "system", ecosystems).verdict is Verdict.DENIED
+
+
 def test_policy_lists_every_problem() -> None:
     broken = {
         "version": 2,

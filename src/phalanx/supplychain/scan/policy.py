@@ -201,6 +201,10 @@ class PicklePolicy:
     ecosystems: Mapping[str, Ecosystem]
     deny: tuple[DenyRule, ...]
     loaders: frozenset[tuple[str, str]] = frozenset()
+    #: Verdicts already reached, by (module, name, ecosystems): a policy is immutable, and
+    #: one pickle imports the same few names over and over.
+    _judged: dict[tuple[str, str, tuple[str, ...]], Judgement] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def resolve_ecosystems(self, names: Iterable[str] | None) -> tuple[str, ...]:
         """The ecosystems a scan uses: all of them for ``None``, else ``names`` plus ``python``.
@@ -240,6 +244,16 @@ class PicklePolicy:
         Returns:
             Denied (with the rule's reason and severity), allowed, or unknown.
         """
+        chosen = tuple(ecosystems)
+        key = (module, name, chosen)
+        judgement = self._judged.get(key)
+        if judgement is None:
+            if len(self._judged) >= _MAX_JUDGED:  # hostile pickles name endless imports
+                self._judged.clear()
+            judgement = self._judged[key] = self._judge(module, name, chosen)
+        return judgement
+
+    def _judge(self, module: str, name: str, ecosystems: tuple[str, ...]) -> Judgement:
         rule = self.denial(module, name)
         parts = name.split(".")
         if rule is None and len(parts) > 1 and any(p.startswith("__") for p in parts):
@@ -256,6 +270,10 @@ class PicklePolicy:
     def is_loader(self, module: str, name: str) -> bool:
         """Whether the callable deserialises a pickle given as its first argument."""
         return (module, name) in self.loaders
+
+
+#: Bound on the verdicts a policy remembers.
+_MAX_JUDGED = 4096
 
 
 def _under(module: str, prefixes: Iterable[str]) -> bool:
