@@ -15,11 +15,13 @@ harness in ``fuzz/pickle_fuzz.py`` runs the same properties for as long as one l
 
 from __future__ import annotations
 
+import io
 import pickletools
 import struct
 import sys
 import tempfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +29,7 @@ from hypothesis import strategies as st
 from samples.pickles import SAMPLES
 
 from phalanx.supplychain.scan import PickleReport, load_policy
+from phalanx.supplychain.scan.pickle_vm import _Reader
 from phalanx.supplychain.scan.policy import Verdict
 from phalanx.testing.pickle_oracle import (
     check_clean_means_allowed_imports,
@@ -223,3 +226,56 @@ def test_properties_catch_a_missed_import() -> None:
 
 if __name__ == "__main__":  # pragma: no cover - handy for reproducing one input
     print(_check(bytes.fromhex(sys.argv[1])).findings)
+
+
+# --------------------------------------------------------------------------------------------
+# The analyser's opcode decoder against pickletools.genops
+
+
+class _Trickle(io.RawIOBase):
+    """A stream that cannot seek and hands out at most ``step`` bytes per read, so that the
+    decoder's buffer is refilled across every argument boundary."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data, self._at, self._step = data, 0, step
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        n = len(self._data) if n is None or n < 0 else n
+        out = self._data[self._at : self._at + min(n, self._step)]
+        self._at += len(out)
+        return out
+
+
+def _value(arg: object) -> object:
+    if isinstance(arg, float):  # NaN != NaN: compare the bits
+        return struct.pack(">d", arg)
+    return (type(arg).__name__, arg)
+
+
+def _decoded(ops: Iterator[tuple[pickletools.OpcodeInfo, object, int | None]],
+             where: Callable[[], int]) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    try:
+        for op, arg, pos in ops:
+            out.append((op.name, _value(arg), pos))
+    except Exception as exc:
+        out.append(("error", type(exc).__name__, str(exc)))
+    else:
+        out.append(("end", where()))
+    return out
+
+
+@settings(FUZZ, max_examples=1500)
+@given(st.one_of(opcode_programs(), mutated(sorted(SEEDS)), st.binary(max_size=64)),
+       st.sampled_from([None, 1, 2, 3, 7, 64]))
+def test_decoder_matches_pickletools(data: bytes, step: int | None) -> None:
+    reference = io.BytesIO(data)
+    expected = _decoded(pickletools.genops(reference), reference.tell)
+    raw: io.RawIOBase | io.BytesIO = io.BytesIO(data) if step is None else _Trickle(data, step)
+    # Nothing is elided (skipping oversized bytes is the reader's own behaviour, tested
+    # apart), and lines are as long as pickletools allows.
+    reader = _Reader(raw, elide_over=sys.maxsize, max_line=sys.maxsize - 1)
+    assert _decoded(reader.ops(), reader.position) == expected

@@ -1129,7 +1129,7 @@ def test_large_constants_are_skipped_not_read(tmp_path: Path) -> None:
         report = analyse_pickle(counting, limits=limits)
     assert report.findings == []
     assert report.complete
-    assert counting.bytes_read < 4096
+    assert counting.bytes_read < 64 * 1024  # the reader's read-ahead, not the 8 MiB constant
     assert scan_pickle_file(path, limits=limits).findings == []
 
 

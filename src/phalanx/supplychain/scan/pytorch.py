@@ -348,7 +348,7 @@ class _TorchScriptPolicy(PicklePolicy):
 
 def _torchscript_policy(policy: PicklePolicy) -> PicklePolicy:
     return _TorchScriptPolicy(**{f.name: getattr(policy, f.name)
-                                 for f in dataclasses.fields(PicklePolicy)})
+                                 for f in dataclasses.fields(PicklePolicy) if f.init})
 
 
 # --------------------------------------------------------------------------------------------
