@@ -9,20 +9,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from phalanx.core.context import Context
 from phalanx.core.events import Event, Message
@@ -31,6 +20,10 @@ from phalanx.core.findings import Severity
 from phalanx.core.results import Result, utcnow
 from phalanx.core.run import Run, RunStatus
 from phalanx.errors import InputError, PhalanxError, StoreError
+
+if TYPE_CHECKING:  # rich is imported where it draws: a piped `phalanx scan` needs little of it
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -52,7 +45,16 @@ class State:
     quiet: bool = False
     debug: bool = False
     db: str | None = None
-    stderr: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    _stderr: Console | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def stderr(self) -> Console:
+        """The rich console on stderr (made on first use)."""
+        if self._stderr is None:
+            from rich.console import Console
+
+            self._stderr = Console(stderr=True, highlight=False)
+        return self._stderr
 
     @property
     def interactive(self) -> bool:
@@ -110,6 +112,15 @@ class ProgressSink:
         if not self._state.interactive:
             yield self
             return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self._bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=self._state.stderr,
@@ -218,6 +229,8 @@ SEVERITY_STYLE = {
 
 def summarise_robustness(st: State, run: Run) -> None:
     """Robust accuracy per eps and attack, the finding counts and where the report is."""
+    from rich.table import Table
+
     for result in run.results:
         rates = [m for m in result.metrics if m.name == "robust_accuracy"]
         if not rates:

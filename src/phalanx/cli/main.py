@@ -23,10 +23,8 @@ from phalanx.errors import PhalanxError
 def _click_types(name: str) -> tuple[type[BaseException], ...]:
     found: list[type[BaseException]] = []
     for module in ("typer", "typer.exceptions", "typer._click.exceptions", "click.exceptions"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
+        # Only what importing Typer loaded: the click it uses, vendored or not.
+        mod = sys.modules.get(module)
         cls = getattr(mod, name, None)
         if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in found:
             found.append(cls)
@@ -144,13 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    err = State().stderr
+    st = State()
     try:
         code = _command()(args=args, prog_name="phalanx", standalone_mode=False)
     except _EXIT as exc:
         return int(getattr(exc, "exit_code", 0) or 0)
     except _ABORT:
-        err.print("aborted")
+        st.stderr.print("aborted")
         return 130
     except _USAGE as exc:
         ctx = getattr(exc, "ctx", None)
@@ -159,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(" ".join(f"error: {message} (see '{where} --help')".split()) + "\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        err.print("interrupted")
+        st.stderr.print("interrupted")
         return 130
     except PhalanxError as exc:
         if debug:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from phalanx.cli._common import (
     SEVERITY_STYLE,
@@ -83,6 +82,7 @@ def _table(st: State, run: Run, output: Path | None) -> None:
     import sys
 
     from rich.console import Console
+    from rich.table import Table
 
     findings = run.findings
     rows = [(f.severity, str(f.evidence.get("file", "")), str(f.evidence.get("rule", "")),
@@ -119,5 +119,6 @@ def _summary(st: State, run: Run, *, stored: bool) -> None:
     parts = [f"[{SEVERITY_STYLE[s]}]{n} {s.label}[/]"
              for s, n in sorted(counts.items(), reverse=True) if n]
     st.stderr.print(f"scanned {files} file(s) and {members} member(s), {size:.1f} MB in "
-                    f"{seconds:.2f} s; findings: {', '.join(parts) if parts else 'none'}")
+                    f"{seconds:.2f} s; findings: {', '.join(parts) if parts else 'none'}",
+                    soft_wrap=True)  # one line in a CI log, not cut at 80 columns
     say_stored(st, run, stored=stored)
