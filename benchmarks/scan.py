@@ -68,8 +68,8 @@ milliseconds shows any other load on the machine (MB/s is kept in the JSON, but 
 bytes are almost all one sparse header-bomb file). The **directory** run has each tool scan
 the whole corpus directory in one fresh process (tools without a directory mode are listed
 apart). **Large-file MB/s** is a fresh process on each large benign file (``--large``: a
-~``--large-mb`` MB pickled NumPy array, and a ``torch.save`` checkpoint of the same size when
-torch is installed) with ``--large-timeout``. The ``-api`` rows of both are the library call
+pickled NumPy array, and a ``torch.save`` checkpoint when torch is installed, of each size in
+``--large-mb``, 200 MB and 2 GB by default) with ``--large-timeout``. The ``-api`` rows of both are the library call
 in the long-lived process. Directory and large-file runs are repeated ``--repeats`` times,
 one tool at a time, and the median kept. phalanx's modules are byte-compiled first, as a pip
 install leaves them. With ``--jobs`` above 1 several tools run the per-sample pass at once,
@@ -79,7 +79,7 @@ quote.
 Usage::
 
     .venv/bin/python benchmarks/scan.py [--tools phalanx,picklescan,...] [--mode warm]
-        [--timeout 60] [--jobs 2] [--large numpy,torch] [--large-mb 200] [--repeats 3]
+        [--timeout 60] [--jobs 2] [--large numpy,torch] [--large-mb 200,2000] [--repeats 3]
         [--sample-repeats 3] [--out benchmarks/results]
         [--peers-venv benchmarks/.venv-scan-peers] [--keep DIR]
 
@@ -714,35 +714,38 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def build_large(out: Path, kinds: Sequence[str], megabytes: int) -> list[dict[str, Any]]:
-    """Large benign files for the throughput runs (random float32 data, not compressible)."""
+def build_large(out: Path, kinds: Sequence[str], sizes_mb: Sequence[int]) -> list[dict[str, Any]]:
+    """Large benign files for the throughput runs (random float32 data, not compressible),
+    one per kind and size."""
     out.mkdir(parents=True, exist_ok=True)
     made: list[dict[str, Any]] = []
-    n = max(1, megabytes * 1024 * 1024 // 4)
-    for kind in kinds:
-        if kind == "numpy":
-            import pickle
+    for megabytes in sizes_mb:
+        n = max(1, megabytes * 1024 * 1024 // 4)
+        for kind in kinds:
+            if kind == "numpy":
+                import pickle
 
-            import numpy as np
+                import numpy as np
 
-            path = out / "large-numpy.pkl"
-            array = np.random.default_rng(0).random(n, dtype=np.float32)
-            with path.open("wb") as fh:
-                pickle.dump({"embedding": array}, fh, protocol=4)
-            del array
-        elif kind == "torch":
-            try:
-                import torch
-            except ImportError:
-                log("torch is not installed: no large torch checkpoint")
-                continue
-            path = out / "large-torch.pt"
-            torch.save({"embedding": torch.rand(n, generator=torch.Generator().manual_seed(0))},
-                       path)
-        else:
-            raise SystemExit(f"unknown --large kind {kind!r} (numpy, torch)")
-        made.append({"name": path.name, "kind": kind, "path": str(path),
-                     "bytes": path.stat().st_size})
+                path = out / f"large-numpy-{megabytes}mb.pkl"
+                array = np.random.default_rng(0).random(n, dtype=np.float32)
+                with path.open("wb") as fh:
+                    pickle.dump({"embedding": array}, fh, protocol=4)
+                del array
+            elif kind == "torch":
+                try:
+                    import torch
+                except ImportError:
+                    log("torch is not installed: no large torch checkpoint")
+                    continue
+                path = out / f"large-torch-{megabytes}mb.pt"
+                tensor = torch.rand(n, generator=torch.Generator().manual_seed(0))
+                torch.save({"embedding": tensor}, path)
+                del tensor
+            else:
+                raise SystemExit(f"unknown --large kind {kind!r} (numpy, torch)")
+            made.append({"name": path.name, "kind": kind, "path": str(path),
+                         "bytes": path.stat().st_size})
     return made
 
 
@@ -937,6 +940,16 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
 # -- main -------------------------------------------------------------------------------------
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of sizes in MB: {text!r}") from None
+    if any(size <= 0 for size in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be positive: {text!r}")
+    return sizes
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--tools", default="phalanx,phalanx-api,picklescan,picklescan-api,"
@@ -950,7 +963,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="tools running at once")
     parser.add_argument("--large", default="numpy,torch",
                         help="large benign files for throughput: numpy,torch or ''")
-    parser.add_argument("--large-mb", type=int, default=200)
+    parser.add_argument("--large-mb", type=_sizes, default="200,2000",
+                        help="sizes of the large files in MB, comma-separated ('' for none)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="cold runs per large file and per directory scan (median kept)")
     parser.add_argument("--sample-repeats", type=int, default=3,
@@ -1046,7 +1060,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"writing the corpus to {corpus_dir}")
         manifest, skipped_samples = build_corpus(corpus_dir)
         large = build_large(work / "large", [k for k in args.large.split(",") if k],
-                            args.large_mb) if args.large_mb > 0 else []
+                            args.large_mb)
         log(f"{len(manifest)} samples ({sum(e['malicious'] for e in manifest)} malicious), "
             f"{len(large)} large files; {args.mode} mode; tools: "
             + ", ".join([t.name for t in cli_tools] + list(apis)))

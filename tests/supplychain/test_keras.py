@@ -475,6 +475,25 @@ def test_hdf5_pointers_to_other_files(tmp_path: Path) -> None:
 
 
 @h5py_required
+def test_hdf5_links_to_one_object_and_cycles(tmp_path: Path) -> None:
+    import h5py
+
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(b"\x00" * 40)
+    path = tmp_path / "loops.h5"
+    with h5py.File(path, "w") as h5:
+        group = h5.create_group("g")
+        group.create_dataset("stored", shape=(10,), dtype="f4", external=[(str(raw), 0, 40)])
+        h5["alias"] = h5["g"]  # a second hard link to the group
+        h5["g"]["again"] = h5["g"]["stored"]  # and to the dataset
+        h5["g"]["up"] = h5["/"]  # a cycle back to the root
+    report = hdf5_probe(path, 1 << 20, 1000)
+    assert "error" not in report and not report.get("truncated")
+    assert [e["kind"] for e in report["external"]] == ["external storage"]
+    assert report["external"][0]["file"] == str(raw)
+
+
+@h5py_required
 def test_hdf5_object_budget(tmp_path: Path) -> None:
     import h5py
 
