@@ -5,9 +5,10 @@ calls them with arguments it builds, which is why a model file can run code. Thi
 that program *symbolically* over the opcodes as :func:`pickletools.genops` parses them (the
 standard library's opcode table; the decoder here yields genops' exact values and errors,
 faster, and a differential test holds it to that; nothing is imported or called): it keeps
-the stack, the mark stack and the memo exactly as the unpickler does, so memo tricks (``BINPUT``/``MEMOIZE`` reordering,
-``STACK_GLOBAL`` operands fetched with ``BINGET``) resolve to what a real load would import,
-and it records every import and every call with its arguments as far as they are constants.
+the stack, the mark stack and the memo exactly as the unpickler does, so memo tricks
+(``BINPUT``/``MEMOIZE`` reordering, ``STACK_GLOBAL`` operands fetched with ``BINGET``) resolve
+to what a real load would import, and it records every import and every call with its
+arguments as far as they are constants.
 
 Every import is then judged by :mod:`phalanx.supplychain.scan.policy`, **allowlist first**:
 allowed imports pass, known-dangerous ones are named with their reason, and anything else is
