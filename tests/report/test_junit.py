@@ -71,3 +71,14 @@ def test_empty_run(empty_run: Run) -> None:
     root = _parse(JUnitReporter().render(empty_run))
     assert root.get("tests") == "0"
     assert root.findall("testsuite") == []
+
+
+def test_clean_text_removes_exactly_what_xml_forbids() -> None:
+    from phalanx.report._common import clean_text
+
+    def allowed(cp: int) -> bool:  # XML 1.0, production [2] Char
+        return (cp in (0x9, 0xA, 0xD) or 0x20 <= cp <= 0xD7FF or 0xE000 <= cp <= 0xFFFD
+                or 0x10000 <= cp <= 0x10FFFF)
+
+    everything = "".join(chr(cp) for cp in range(0x110000))
+    assert clean_text(everything) == "".join(c for c in everything if allowed(ord(c)))

@@ -21,7 +21,9 @@ logger = logging.getLogger(__name__)
 
 # Characters XML 1.0 forbids (C0 controls but tab, newline and carriage return; lone
 # surrogates; U+FFFE and U+FFFF). Stripping them also keeps NUL bytes out of every format.
-_INVALID_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Listed rather than written as the complement of what XML allows: the same set (a test
+# checks every code point), but it compiles in a millisecond instead of ten at every start.
+_INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def clean_text(value: object) -> str:
