@@ -1095,6 +1095,7 @@ class CountingFile(io.RawIOBase):
     def __init__(self, raw: io.BufferedReader) -> None:
         self.raw = raw
         self.bytes_read = 0
+        self.calls = 0
 
     def readable(self) -> bool:
         return True
@@ -1111,12 +1112,27 @@ class CountingFile(io.RawIOBase):
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.bytes_read += len(data)
+        self.calls += 1
         return data
 
     def readline(self, size: int | None = -1) -> bytes:
         data = self.raw.readline(size if size is not None else -1)
         self.bytes_read += len(data)
+        self.calls += 1
         return data
+
+
+@pytest.mark.parametrize("head", [b"c", b"\x80\x02c", b"S'", b"I"])
+def test_a_long_text_argument_is_read_in_one_go(tmp_path: Path, head: bytes) -> None:
+    # GLOBAL, STRING and INT arguments are lines, bounded at max_const_bytes; one that long
+    # must not be fetched piecemeal (rescanning and recopying the line at every step).
+    path = tmp_path / "long.pkl"
+    path.write_bytes(head + b"a" * (4 << 20) + b"\nb\n.")
+    with open(path, "rb") as raw:
+        counting = CountingFile(raw)
+        report = analyse_pickle(counting, limits=PickleLimits(max_const_bytes=8 << 20))
+    assert report.findings  # an unknown import or a malformed stream, never clean
+    assert counting.calls < 20, counting.calls
 
 
 def test_large_constants_are_skipped_not_read(tmp_path: Path) -> None:

@@ -898,14 +898,16 @@ class _Reader:
 
     def readline(self, size: int = -1) -> bytes:
         limit = self._max_line + 1
-        while True:
-            buf, i = self._buf, self._i
-            end = buf.find(b"\n", i, i + limit)
-            if end >= 0:
-                return self._line(self._consume(end + 1 - i))
-            avail = len(buf) - i
-            if avail >= limit or self._fill(min(avail + _READAHEAD, limit)) <= avail:
-                return self._line(self._consume(limit))
+        buf, i = self._buf, self._i
+        end = buf.find(b"\n", i, i + limit)
+        if end >= 0:
+            return self._line(self._consume(end + 1 - i))
+        # Not in the buffer: the rest of the line in one read of the stream (reading it in
+        # buffer-sized steps would scan and copy a long line over and over).
+        line = self._consume(limit)
+        if len(line) < limit:
+            line += self._raw.readline(limit - len(line))
+        return self._line(line)
 
     def _line(self, line: bytes) -> bytes:
         self._pos += len(line)
