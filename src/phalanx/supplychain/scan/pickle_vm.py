@@ -828,14 +828,10 @@ class _Reader:
         self._i = i + len(data)
         return data
 
-    # -- the file interface pickletools' readers use ----------------------------------------
-
-    def tell(self) -> int:
-        self._op_start = self._pos
-        return self.base + self._pos
+    # -- positions --------------------------------------------------------------------------
 
     def position(self) -> int:
-        """The current offset in the file (unlike :meth:`tell`, for the analyser's own use)."""
+        """The current offset in the file."""
         return self.base + self._pos
 
     def opcode_offset(self) -> int:
@@ -845,9 +841,9 @@ class _Reader:
     def at_eof(self) -> bool:
         return self._fill(1) == 0
 
-    def read(self, n: int | None = -1) -> Any:
-        if n is None or n < 0:
-            n = self._remaining - self._pos if self._remaining is not None else 1 << 62
+    # -- the file interface pickletools' readers use (read and readline) --------------------
+
+    def read(self, n: int) -> Any:
         data: Any
         if (
             n > self._elide_over
@@ -860,8 +856,6 @@ class _Reader:
             data = self._consume(n)
         else:
             data = self._take(n)
-        if self._pos == self._op_start:
-            self._opcode = data[0] if isinstance(data, bytes) and data else -1
         self._pos += len(data)
         return data
 
