@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from phalanx.core.findings import Finding
     from phalanx.supplychain.scan.base import ScanSession, Source
 
-__all__ = ["Budget", "Message", "ProtobufError", "Value", "mapped", "problem", "read_varint"]
+__all__ = ["Budget", "Message", "ProtobufError", "Value", "mapped", "problem_finding",
+           "read_varint"]
 
 WIRE_VARINT, WIRE_I64, WIRE_LEN, WIRE_I32 = 0, 1, 2, 5
 
@@ -52,8 +53,8 @@ class ProtobufError(ValueError):
         self.limit = limit
 
 
-def problem(session: ScanSession, source: Source, exc: ProtobufError, *, what: str,
-            scanner: str, fmt: str) -> Finding:
+def problem_finding(session: ScanSession, source: Source, exc: ProtobufError, *,
+                    what: str, scanner: str, fmt: str) -> Finding:
     """The finding for a protocol buffer that stopped the scan: a scan error when a bound
     stopped it (the file may be fine, but is unscanned), malformed otherwise."""
     if exc.limit:

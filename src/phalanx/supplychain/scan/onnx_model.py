@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import ClassVar
 
 from phalanx.core.findings import Finding, Severity
-from phalanx.supplychain.scan._protobuf import Budget, Message, ProtobufError, mapped, problem
+from phalanx.supplychain.scan._protobuf import (
+    Budget,
+    Message,
+    ProtobufError,
+    mapped,
+    problem_finding,
+)
 from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source, Tally
 from phalanx.supplychain.scan.pickle_vm import REFS
 
@@ -77,8 +83,8 @@ class OnnxScanner(FileScanner):
             with mapped(source, session.limits.max_member_bytes) as buf:
                 self._model(Message(buf, budget=Budget()), model_dir, session, hits)
         except ProtobufError as exc:
-            yield problem(session, source, exc, what="ONNX model", scanner=self.plugin_id(),
-                          fmt="onnx")
+            yield problem_finding(session, source, exc, what="ONNX model",
+                                  scanner=self.plugin_id(), fmt="onnx")
         except ValueError as exc:  # a member over the size limit
             yield session.error(source, str(exc), scanner=self.plugin_id(), fmt="onnx")
         yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="onnx",
@@ -181,24 +187,24 @@ class _Walker:
             severity = rule.severity if rule is not None else Severity.HIGH
             reason = f" {module}.{cls} {rule.reason}." if rule is not None else ""
             self.hits.add(("pyop", module, cls), at, "onnx-python-op", severity,
-                     f"PyOp node imports and calls Python ({module}.{cls})",
-                     "ONNX Runtime's Python operator imports the module and class named in the "
-                     "node's attributes and calls them when the model runs, with the loading "
-                     f"process's rights.{reason}",
-                     {"op_type": op_type, "domain": domain, "module": module,
-                      "class_name": cls})
+                          f"PyOp node imports and calls Python ({module}.{cls})",
+                          "ONNX Runtime's Python operator imports the module and class named "
+                          "in the node's attributes and calls them when the model runs, with "
+                          f"the loading process's rights.{reason}",
+                          {"op_type": op_type, "domain": domain, "module": module,
+                           "class_name": cls})
             return
         if (domain, op_type) in self.local or domain in STANDARD_DOMAINS:
             return
         extensions = domain == _EXTENSIONS_DOMAIN
         self.hits.add(("custom", domain, op_type), at, "onnx-custom-op", Severity.MEDIUM,
-                 f"Custom operator {domain}.{op_type}",
-                 "The operator's domain is neither ONNX's nor ONNX Runtime's, so running the "
-                 "model needs a custom-op library that the loading program registers; what "
-                 "the operator does is not in this file."
-                 + (" ai.onnx.contrib is onnxruntime-extensions, whose operators may be "
-                    "Python functions." if extensions else ""),
-                 {"op_type": op_type, "domain": domain})
+                      f"Custom operator {domain}.{op_type}",
+                      "The operator's domain is neither ONNX's nor ONNX Runtime's, so running the "
+                      "model needs a custom-op library that the loading program registers; what "
+                      "the operator does is not in this file."
+                      + (" ai.onnx.contrib is onnxruntime-extensions, whose operators may be "
+                         "Python functions." if extensions else ""),
+                      {"op_type": op_type, "domain": domain})
 
     def sparse(self, sparse: Message, where: str) -> None:
         for number, value in sparse:
@@ -227,18 +233,19 @@ class _Walker:
             return
         if problem == "missing":
             self.hits.add(("missing", location), at, "onnx-external-data-missing", Severity.LOW,
-                     f"External data file {location!r} is missing",
-                     "The tensor's data is in a side file that is not beside the model; "
-                     "loading fails until it is supplied, and whatever is supplied was not "
-                     "scanned.", {"location": location})
+                          f"External data file {location!r} is missing",
+                          "The tensor's data is in a side file that is not beside the model; "
+                          "loading fails until it is supplied, and whatever is supplied was not "
+                          "scanned.", {"location": location})
             return
         self.hits.add(("traversal", location), at, "onnx-external-data-traversal", Severity.HIGH,
-                 f"External data location {location!r} {problem}",
-                 "ONNX loads external tensor data from this path when the model is loaded. "
-                 "A location outside the model's directory reads any file the loading "
-                 "process can read into a tensor (CVE-2022-25882; symbolic links: "
-                 "CVE-2024-27318), and the model's outputs can carry it out.",
-                 {"location": location, "cve": ["CVE-2022-25882", "CVE-2024-27318"]})
+                      f"External data location {location!r} {problem}",
+                      "ONNX loads external tensor data from this path when the model is loaded. "
+                      "A location outside the model's directory reads any file the loading "
+                      "process can read into a tensor (CVE-2022-25882; symbolic links: "
+                      "CVE-2024-27318), and the model's outputs can carry it out.",
+                      {"location": location, "cve": ["CVE-2022-25882", "CVE-2024-27318"]})
+
 
 def _location_problem(location: str, model_dir: Path | None) -> str | None:
     """Why an external-data location is unsafe (``"missing"`` if merely absent), or ``None``."""

@@ -34,7 +34,13 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from phalanx.core.findings import Finding, Severity
-from phalanx.supplychain.scan._protobuf import Budget, Message, ProtobufError, mapped, problem
+from phalanx.supplychain.scan._protobuf import (
+    Budget,
+    Message,
+    ProtobufError,
+    mapped,
+    problem_finding,
+)
 from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source, Tally
 from phalanx.supplychain.scan.keras import analyse_config
 from phalanx.supplychain.scan.pickle_vm import REFS
@@ -143,8 +149,8 @@ class SavedModelScanner(FileScanner):
                     yield session.malformed(source, "SavedModel has no MetaGraphDef",
                                             scanner=self.plugin_id(), fmt="savedmodel")
         except ProtobufError as exc:
-            yield problem(session, source, exc, what="saved_model.pb",
-                          scanner=self.plugin_id(), fmt="savedmodel")
+            yield problem_finding(session, source, exc, what="saved_model.pb",
+                                  scanner=self.plugin_id(), fmt="savedmodel")
         except ValueError as exc:  # a member over the size limit
             yield session.error(source, str(exc), scanner=self.plugin_id(), fmt="savedmodel")
         yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="savedmodel",
