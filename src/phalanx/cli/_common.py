@@ -181,8 +181,9 @@ STORE_HELP = "Keep the run in the run store (default) or not."
 @contextmanager
 def recording(st: State, run: Run, *, store: bool) -> Iterator[Callable[[Result], None]]:
     """Record ``run`` while the block runs; the block hands each result to the function this
-    yields (a result without times gets the block's start and the moment it is handed over). With ``store`` the run store is opened first, so a store that cannot be reached
-    fails the command before any work is done; the run is then written as it progresses.
+    yields (a result without times gets the block's start and the moment it is handed over).
+    With ``store`` the run store is opened first, so a store that cannot be reached fails the
+    command before any work is done; the run is then written as it progresses.
 
     A block that fails on bad input (any :class:`PhalanxError` but a store error: a missing
     file, an unusable key, a malformed requirements file) leaves nothing in the store, as

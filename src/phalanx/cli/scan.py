@@ -8,6 +8,7 @@ import typer
 
 from phalanx.cli._common import (
     SEVERITY_STYLE,
+    STORE_HELP,
     State,
     exit_code,
     make_context,
@@ -40,8 +41,7 @@ def scan(
     ecosystems: str | None = typer.Option(None, "--ecosystems",
                                           help="Pickle allowlists to apply, e.g. "
                                                "python,numpy,sklearn (default: all)."),
-    store: bool = typer.Option(True, "--store/--no-store",
-                               help="Keep the run in the run store (default) or not."),
+    store: bool = typer.Option(True, "--store/--no-store", help=STORE_HELP),
 ) -> None:
     """Scan model files without loading them: formats are detected from content, pickles
     are checked against an allowlist of imports, containers are opened recursively."""
