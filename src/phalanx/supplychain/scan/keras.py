@@ -924,8 +924,13 @@ def _run_probe(path: Path, max_attr_bytes: int, max_links: int, timeout: float,
         how = (f"signal {-proc.returncode}" if proc.returncode < 0
                else f"exit status {proc.returncode}")
         return {"failed": f"the HDF5 reader failed ({how}{': ' + tail[0] if tail else ''})"}
+    return _decoded_report(proc.stdout)
+
+
+def _decoded_report(data: bytes) -> dict[str, Any]:
+    """The probe's JSON report as the child wrote it, or why there is none."""
     try:
-        report = json.loads(proc.stdout)
+        report = json.loads(data)
     except ValueError:
         return {"failed": "the HDF5 reader returned no report"}
     return report if isinstance(report, dict) else {"failed": "bad HDF5 report"}
@@ -967,11 +972,7 @@ class _ProbeWorker:
                 how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                        else f"exit status {os.WEXITSTATUS(status)}")
                 return {"failed": f"the HDF5 reader failed ({how})"}
-        try:
-            result = json.loads(report)
-        except ValueError:
-            return {"failed": "the HDF5 reader returned no report"}
-        return result if isinstance(result, dict) else {"failed": "bad HDF5 report"}
+        return _decoded_report(report)
 
     def _start(self) -> None:
         import h5py  # noqa: F401  imported before the fork, so the child has it loaded
@@ -1008,7 +1009,7 @@ class _ProbeWorker:
         with self._lock:
             self._stop(kill=True)
 
-    def _stop(self, *, kill: bool = True) -> int:
+    def _stop(self, *, kill: bool) -> int:
         """End the child (killed, or reaped after it died); returns its wait status. The
         caller holds the lock."""
         if self._owner != os.getpid():
