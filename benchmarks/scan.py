@@ -510,9 +510,9 @@ class PicklescanApi:
     """picklescan's library (``scan_file_path``/``scan_directory_path``) in a long-lived
     process of the peers' interpreter, timed around the call only, as ``phalanx-api`` is."""
 
-    def __init__(self, python: Path, env: dict[str, str]) -> None:
-        tool = Tool("picklescan-api", "picklescan", python, lambda t, r: [], _judge_picklescan)
-        self.worker = WarmWorker(tool, env, mode="--api-worker")
+    def __init__(self, picklescan: Tool, env: dict[str, str]) -> None:
+        # the CLI tool's interpreter, serving library calls instead of command lines
+        self.worker = WarmWorker(picklescan, env, mode="--api-worker")
 
     def run(self, target: Path, timeout: float) -> Outcome:
         reply = self.worker.call({"path": str(target)}, timeout)
@@ -1045,7 +1045,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"skipping {name}: {reason}")
 
     env = dict(os.environ) | QUIET_ENV
-    picklescan_api = PicklescanApi(tools["picklescan"].python, env)
+    picklescan_api = PicklescanApi(tools["picklescan"], env)
     apis: dict[str, Callable[[Path], Outcome]] = {
         name: api for name, api in (
             ("phalanx-api", run_phalanx_api),
