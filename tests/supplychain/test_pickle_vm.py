@@ -422,6 +422,19 @@ def test_findings_carry_check_plugin_refs_and_evidence() -> None:
     assert (report.pickles, report.protocol) == (1, 2)
 
 
+def test_calls_are_rendered_when_read_with_the_values_the_pickle_left() -> None:
+    # OrderedDict(([],)), then the memoised list gets an item after the call.
+    data = b"\x80\x02ccollections\nOrderedDict\n]q\x00\x85Rh\x00K\x01a0."
+    report = analyse_pickle(data)
+    assert report.findings == []
+    assert len(report.calls) == 1
+    call = report.calls[0]
+    assert (call.callable, call.args, call.opcode) == ("collections.OrderedDict", "([1],)",
+                                                       "REDUCE")
+    assert report.calls[-1] is call  # rendered once
+    assert report.calls[:5] == [call] and list(report.calls) == [call]
+
+
 def test_report_has_no_truth_value() -> None:
     report = analyse_pickle(pickle.dumps([1, 2]))
     with pytest.raises(TypeError, match="allows_unpickling"):

@@ -83,10 +83,10 @@ import struct
 import warnings
 import zlib
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn, overload
 
 from phalanx.core.findings import Finding, Severity
 from phalanx.errors import InputError, InvalidParameterError
@@ -184,6 +184,10 @@ class GlobalRef:
 class Call:
     """One call a pickle makes while loading.
 
+    The report renders a call's callable and arguments when they are first read, not while
+    the pickle runs (most scans never read them): a list or dict argument that the pickle
+    fills after the call is shown as the pickle left it.
+
     Args:
         callable: What is called, e.g. ``"os.system"`` or ``"<result of builtins.getattr(...)>"``.
         args: Its arguments as far as they resolve, e.g. ``"('id',)"`` (truncated).
@@ -249,7 +253,7 @@ class PickleReport:
     origin: str
     findings: list[Finding]
     globals: list[GlobalRef]
-    calls: list[Call]
+    calls: Sequence[Call]
     pickles: int
     opcodes: int
     protocol: int | None
@@ -533,6 +537,57 @@ def _describe_args(args: Any, kwargs: Any, limit: int) -> str:
     else:
         text = "(" + _Renderer(limit).arguments(args, kwargs, 0) + ")"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _CallLog(Sequence[Call]):
+    """The calls of one analysis, kept symbolic and rendered into :class:`Call` when read.
+
+    Rendering every call's arguments as the pickle runs was a fifth of the time spent on a
+    checkpoint with thousands of tensors, and a scan reads only the flagged ones.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        # (callable: a symbolic value or, for BUILD, the rendered target; args; kwargs;
+        # offset; opcode; pickle index; depth), then the rendered Call in its place.
+        self._items: list[Any] = []
+
+    def add(self, entry: tuple[Any, Any, Any, int, str, int, int]) -> None:
+        self._items.append(entry)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> Call: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Call]: ...
+
+    def __getitem__(self, index: int | slice) -> Call | list[Call]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self._items)))]
+        item = self._items[index]
+        if not isinstance(item, Call):
+            item = self._items[index] = self._render(*item)
+        return item
+
+    def _render(self, func: Any, args: Any, kwargs: Any, offset: int, opcode: str,
+                index: int, depth: int) -> Call:
+        limit = self._limit
+        if opcode == "BUILD":
+            return Call(f"{func}.__setstate__", _render(args, limit), offset, opcode, index,
+                        depth)
+        return Call(_describe_callable(func, limit), _describe_args(args, kwargs, limit),
+                    offset, opcode, index, depth)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1019,7 +1074,7 @@ class _Analysis:
         self.max_depth = max_depth
         self.opcodes = 0
         self.globals: list[GlobalRef] = []
-        self.calls: list[Call] = []
+        self.calls = _CallLog(limits.max_evidence_chars)
         self.protocol: int | None = None
         self.pickles = 0
         self.complete = True
@@ -1102,9 +1157,12 @@ class _Analysis:
         agg.after_error = agg.after_error or after_error
         g.agg = agg
 
-    def record_call(self, call: Call) -> None:
+    def record_call(self, func: Any, args: Any, kwargs: Any, offset: int, opcode: str,
+                    machine: _Machine) -> None:
+        """Keep a call for the report (rendered only if read); for ``BUILD``, ``func`` is
+        the rendered target and ``args`` the state."""
         if len(self.calls) < self.limits.max_records:
-            self.calls.append(call)
+            self.calls.add((func, args, kwargs, offset, opcode, machine.index, machine.depth))
 
     def event(
         self,
@@ -1570,18 +1628,14 @@ class _Machine:
     def call(self, func: Any, args: Any, kwargs: Any, opcode: str) -> _Result:
         analysis, limit = self.analysis, self.limits.max_evidence_chars
         result = _Result(func, args, kwargs, self.offset, opcode)
-        callable_text = _describe_callable(func, limit)
-        args_text = _describe_args(args, kwargs, limit)
-        analysis.record_call(
-            Call(callable_text, args_text, self.offset, opcode, self.index, self.depth)
-        )
+        analysis.record_call(func, args, kwargs, self.offset, opcode, self)
         if isinstance(func, _Global):
             agg = func.agg
             if agg is not None:
                 agg.call_count += 1
                 agg.invoked = agg.invoked or opcode in _INVOKING_OPCODES
                 if len(agg.calls) < 5:
-                    agg.calls.append((opcode, self.offset, args_text))
+                    agg.calls.append((opcode, self.offset, _describe_args(args, kwargs, limit)))
             if analysis.fold_budget > 0:
                 result.folded = _fold(func.module, func.name, args, self.limits.max_const_bytes)
                 if result.folded is not None:
@@ -1594,6 +1648,7 @@ class _Machine:
                 if agg is not None and len(agg.notes) < 5:
                     agg.notes.append(note)
         else:
+            callable_text = _describe_callable(func, limit)
             analysis.event(
                 self,
                 "indirect-call",
@@ -1605,7 +1660,7 @@ class _Machine:
                 key="",
                 offset=self.offset,
                 callable=callable_text,
-                args=args_text,
+                args=_describe_args(args, kwargs, limit),
             )
         return result
 
@@ -1657,10 +1712,7 @@ class _Machine:
         inst.state = state
         cls = _instance_class(inst)
         target = cls.qualname if cls is not None else _describe_callable(inst, limit)
-        state_text = _render(state, limit)
-        self.analysis.record_call(
-            Call(f"{target}.__setstate__", state_text, self.offset, "BUILD", self.index, self.depth)
-        )
+        self.analysis.record_call(target, state, None, self.offset, "BUILD", self)
         if cls is not None and cls.judgement.verdict in (Verdict.UNKNOWN, Verdict.EXTENSION):
             self.analysis.event(
                 self,
@@ -1672,7 +1724,7 @@ class _Machine:
                 key=target,
                 offset=self.offset,
                 callable=f"{target}.__setstate__",
-                args=state_text,
+                args=_render(state, limit),
             )
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], _Dict):
             dunders = [k for k, _ in state[1].items if isinstance(k, str) and k.startswith("__")]
@@ -1688,7 +1740,7 @@ class _Machine:
                     key="",
                     offset=self.offset,
                     callable=f"{target}.__setstate__",
-                    args=state_text,
+                    args=_render(state, limit),
                 )
 
     def mutates_global(self, target: _Global, opcode: str, payload: Any) -> None:
