@@ -84,6 +84,7 @@ import logging
 import lzma
 import os
 import posixpath
+import re
 import struct
 import tarfile
 import tempfile
@@ -136,6 +137,7 @@ _CENTRAL = struct.Struct("<4s6H3I5H2I")  # 46 bytes
 _LOCAL = struct.Struct("<4s5H3I2H")  # 30 bytes
 _U32 = 0xFFFFFFFF
 _NEXT_RECORDS = (_SIG_LOCAL, _SIG_CENTRAL, _SIG_EOCD, _SIG_EOCD64)
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 _STORED, _DEFLATED, _BZIP2, _LZMA = 0, 8, 12, 14
 _METHODS = {_STORED: "stored", _DEFLATED: "deflate", _BZIP2: "bzip2", _LZMA: "lzma"}
@@ -706,7 +708,7 @@ def _name_problem(name: str) -> str | None:
         return "NUL character"
     if "\ufffd" in name:
         return "undecodable bytes"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if _CONTROL.search(name):
         return "control character"
     return None
 
@@ -889,14 +891,19 @@ def _entry(fh: BinaryIO, size: int, base: int, index: int, fields: tuple[int, ..
     entry = ZipEntry(index=index, name=name, flags=flags, method=method, crc=crc,
                      compressed_size=csize, size=usize, header_offset=header, data_offset=-1,
                      span_end=header)
-    local = _read_at(fh, header, _LOCAL.size)
+    # One read for the local header and, as writers make them, its name and extra field as
+    # long as the central directory's; a second only when they are longer.
+    local = _read_at(fh, header, _LOCAL.size + len(raw_name) + len(extra))
     if len(local) < _LOCAL.size or local[:4] != _SIG_LOCAL:
         problems["malformed"].append(f"{name!r}: no local header at offset {header}")
         return entry
-    _, _, lflags, lmethod, _, _, lcrc, lcsize, lusize, lname_len, lextra_len = _LOCAL.unpack(
-        local)
-    lname = _read_at(fh, header + _LOCAL.size, lname_len)
-    lextra = _read_at(fh, header + _LOCAL.size + lname_len, lextra_len)
+    _, _, lflags, lmethod, _, _, lcrc, lcsize, lusize, lname_len, lextra_len = (
+        _LOCAL.unpack_from(local))
+    if _LOCAL.size + lname_len + lextra_len > len(local):
+        local += _read_at(fh, header + len(local), _LOCAL.size + lname_len + lextra_len
+                          - len(local))
+    lname = local[_LOCAL.size:_LOCAL.size + lname_len]
+    lextra = local[_LOCAL.size + lname_len:_LOCAL.size + lname_len + lextra_len]
     data_offset = header + _LOCAL.size + lname_len + lextra_len
     data_end = data_offset + csize
     if data_end > size:
@@ -934,11 +941,12 @@ def _descriptor_size(fh: BinaryIO, at: int, local_extra: bytes) -> int:
     Writers disagree on when sizes in it are 64-bit; the length after which the next
     record's signature appears settles it, and the ZIP64 extra field decides otherwise.
     """
-    signed = 4 if _read_at(fh, at, 4) == _SIG_DESCRIPTOR else 0
+    window = _read_at(fh, at, 28)  # a signature, 64-bit sizes and the next signature
+    signed = 4 if window[:4] == _SIG_DESCRIPTOR else 0
     zip64 = any(h == 0x0001 for h, _ in _extra_fields(local_extra))
     sizes = (20, 12) if zip64 else (12, 20)
     for n in sizes:
-        if _read_at(fh, at + signed + n, 4) in _NEXT_RECORDS:
+        if window[signed + n:signed + n + 4] in _NEXT_RECORDS:
             return signed + n
     return signed + sizes[0]
 
