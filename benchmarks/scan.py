@@ -714,6 +714,97 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _resnet50_shapes() -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer names and shapes of torchvision's ResNet-50 state dict (He et
+    al., 2016, "Deep Residual Learning for Image Recognition"; bottleneck blocks 3-4-6-3)."""
+    shapes: dict[str, tuple[int, ...]] = {"conv1.weight": (64, 3, 7, 7)}
+
+    def batch_norm(prefix: str, n: int) -> None:
+        for field_name in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{prefix}.{field_name}"] = (n,)
+        shapes[f"{prefix}.num_batches_tracked"] = ()
+
+    batch_norm("bn1", 64)
+    inplanes = 64
+    for layer, (blocks, planes) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), 1):
+        for b in range(blocks):
+            p = f"layer{layer}.{b}"
+            shapes[f"{p}.conv1.weight"] = (planes, inplanes, 1, 1)
+            batch_norm(f"{p}.bn1", planes)
+            shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
+            batch_norm(f"{p}.bn2", planes)
+            shapes[f"{p}.conv3.weight"] = (planes * 4, planes, 1, 1)
+            batch_norm(f"{p}.bn3", planes * 4)
+            if b == 0:
+                shapes[f"{p}.downsample.0.weight"] = (planes * 4, inplanes, 1, 1)
+                batch_norm(f"{p}.downsample.1", planes * 4)
+            inplanes = planes * 4
+    shapes["fc.weight"] = (1000, 2048)
+    shapes["fc.bias"] = (1000,)
+    return shapes
+
+
+def _gpt2_shapes() -> dict[str, tuple[int, ...]]:
+    """Names and shapes of Hugging Face's GPT-2 (124M) ``GPT2LMHeadModel`` state dict
+    (Radford et al., 2019); ``lm_head.weight`` shares ``wte``'s storage, as there."""
+    d, ctx, vocab = 768, 1024, 50257
+    shapes: dict[str, tuple[int, ...]] = {"transformer.wte.weight": (vocab, d),
+                                          "transformer.wpe.weight": (ctx, d)}
+    for i in range(12):
+        h = f"transformer.h.{i}"
+        shapes.update({
+            f"{h}.ln_1.weight": (d,), f"{h}.ln_1.bias": (d,),
+            f"{h}.attn.c_attn.weight": (d, 3 * d), f"{h}.attn.c_attn.bias": (3 * d,),
+            f"{h}.attn.c_proj.weight": (d, d), f"{h}.attn.c_proj.bias": (d,),
+            f"{h}.ln_2.weight": (d,), f"{h}.ln_2.bias": (d,),
+            f"{h}.mlp.c_fc.weight": (d, 4 * d), f"{h}.mlp.c_fc.bias": (4 * d,),
+            f"{h}.mlp.c_proj.weight": (4 * d, d), f"{h}.mlp.c_proj.bias": (d,),
+        })
+    shapes.update({"transformer.ln_f.weight": (d,), "transformer.ln_f.bias": (d,)})
+    return shapes
+
+
+def build_models(out: Path, kinds: Sequence[str]) -> list[dict[str, Any]]:
+    """Benign models as users download them, written by the real libraries: the state dicts
+    of ResNet-50 (98 MB, 320 tensors) and GPT-2 (498 MB, 149 tensors and a tied head), and a
+    scikit-learn random forest saved with joblib (arrays written inline). Throughput on these
+    is what a model repository's scan costs."""
+    out.mkdir(parents=True, exist_ok=True)
+    made: list[dict[str, Any]] = []
+    for kind in kinds:
+        if kind in ("resnet50", "gpt2"):
+            try:
+                import torch
+            except ImportError:
+                log(f"torch is not installed: no {kind} state dict")
+                continue
+            shapes = _resnet50_shapes() if kind == "resnet50" else _gpt2_shapes()
+            state = {name: (torch.zeros(shape, dtype=torch.int64) if name.endswith("tracked")
+                            else torch.zeros(shape)) for name, shape in shapes.items()}
+            if kind == "gpt2":
+                state["lm_head.weight"] = state["transformer.wte.weight"]
+            path = out / f"{kind}-state-dict.pt"
+            torch.save(state, path)
+            del state
+        elif kind == "forest":
+            try:
+                import joblib
+                from sklearn.datasets import make_classification
+                from sklearn.ensemble import RandomForestClassifier
+            except ImportError:
+                log("scikit-learn is not installed: no random forest")
+                continue
+            x, y = make_classification(n_samples=4000, n_features=32, random_state=0)
+            forest = RandomForestClassifier(n_estimators=100, random_state=0).fit(x, y)
+            path = out / "random-forest.joblib"
+            joblib.dump(forest, path)
+        else:
+            raise SystemExit(f"unknown --models kind {kind!r} (resnet50, gpt2, forest)")
+        made.append({"name": path.name, "kind": kind, "path": str(path),
+                     "bytes": path.stat().st_size})
+    return made
+
+
 def build_large(out: Path, kinds: Sequence[str], sizes_mb: Sequence[int]) -> list[dict[str, Any]]:
     """Large benign files for the throughput runs (random float32 data, not compressible),
     one per kind and size."""

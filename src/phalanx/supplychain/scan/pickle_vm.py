@@ -714,6 +714,7 @@ _ARG_KINDS: dict[str, tuple[int, int]] = {
     "unicodestring1": (_UTF8, 1), "unicodestring4": (_UTF8, 4), "unicodestring8": (_UTF8, 8),
     "long1": (_LONG, 1), "long4": (_LONG, -4),
 }
+_STOP = next(op for op in pickletools.opcodes if op.name == "STOP")
 #: Per opcode byte: (pickletools opcode, argument kind, width); ``None`` for unknown bytes.
 _DECODE: list[tuple[pickletools.OpcodeInfo, int, int] | None] = [None] * 256
 for _op in pickletools.opcodes:
@@ -773,44 +774,53 @@ class _Reader:
         """Decode one pickle, up to and including its ``STOP``, as pickletools does."""
         decode, from_bytes, fill, base = _DECODE, int.from_bytes, self._fill, self.base
         unpack_float = _FLOAT.unpack_from
+        no_arg, uint, sint, float8, other = _NO_ARG, _UINT, _INT, _FLOAT8, _OTHER
         while True:
-            buf, i = self._buf, self._i
+            # The cursor and position are re-read at each opcode: between two opcodes the
+            # machine may read data itself (joblib's arrays).
+            buf, i, pos = self._buf, self._i, self._pos
             size = len(buf)
             if size - i < 9:  # an opcode and any fixed-width argument
                 fill(9)
                 buf, i = self._buf, self._i
                 size = len(buf)
-            pos = self._pos
-            self._op_start = pos
             if i >= size:
+                self._op_start = pos
                 raise ValueError("pickle exhausted before seeing STOP")
             code = buf[i]
             entry = decode[code]
             if entry is None:
+                self._op_start = pos
                 raise ValueError(f"at position {base + pos}, opcode {bytes([code])!r} unknown")
             op, kind, width = entry
-            self._opcode = code
             j = i + 1
-            arg: Any = None
-            if kind == _NO_ARG:
-                pass
-            elif kind == _UINT and size - j >= width:
+            if kind == no_arg:
+                arg: Any = None
+            elif kind == uint and size - j >= width:
                 arg = buf[j] if width == 1 else from_bytes(buf[j:j + width], "little")
                 j += width
-            elif kind == _INT and size - j >= width:
+            elif kind == sint and size - j >= width:
                 arg = from_bytes(buf[j:j + width], "little", signed=True)
                 j += width
-            elif kind == _FLOAT8 and size - j >= 8:
+            elif kind == float8 and size - j >= 8:
                 arg = unpack_float(buf, j)[0]
                 j += 8
-            elif kind == _OTHER:
-                arg = self._slow_arg(op, j)
-                j = self._i
             else:
-                arg, j = self._sized_arg(op, kind, width, j)
-            # j indexes the (possibly rebuilt) buffer; the cursor is at the opcode, or after
-            # the argument where pickletools' reader took it
-            self._pos += j - self._i
+                # Arguments read through read()/readline(), which need to know which opcode
+                # they belong to (oversized bytes are skipped) and where it starts.
+                self._op_start, self._opcode = pos, code
+                if kind == other:
+                    arg = self._slow_arg(op, j)
+                    j = self._i
+                else:
+                    arg, j = self._sized_arg(op, kind, width, j)
+                # j indexes the (possibly rebuilt) buffer; the cursor is at the opcode, or
+                # after the argument where pickletools' reader took it
+                self._pos += j - self._i
+                self._i = j
+                yield op, arg, base + pos
+                continue  # STOP has no argument
+            self._pos = pos + j - i
             self._i = j
             yield op, arg, base + pos
             if code == 0x2E:  # STOP
@@ -1421,7 +1431,7 @@ class _Analysis:
 class _Machine:
     """One pickle: its stack, mark stack and protocol (the memo is the stream's)."""
 
-    _handlers: dict[str, Any] | None = None
+    _handlers: dict[pickletools.OpcodeInfo, Any] | None = None
 
     def __init__(
         self,
@@ -1472,15 +1482,15 @@ class _Machine:
                     return True
                 except Exception as exc:  # hostile input: any parser failure is a finding
                     raise _ParseError(f"{type(exc).__name__}: {exc}") from None
-                analysis.opcodes += 1
-                if analysis.opcodes > max_opcodes:
+                count = analysis.opcodes = analysis.opcodes + 1
+                if count > max_opcodes:
                     raise _LimitError(f"more than {max_opcodes} opcodes")
-                self.offset = pos if pos is not None else self.offset
+                self.offset = pos
                 if opcode.proto > highest:
                     highest = opcode.proto
                     self.protocol = max(self.protocol or 0, highest)
-                handlers[opcode.name](self, arg)
-                if opcode.name == "STOP":
+                handlers[opcode](self, arg)
+                if opcode is _STOP:
                     return True
         except _ParseError as exc:
             if not self.silent:
@@ -1541,12 +1551,12 @@ class _Machine:
         return False
 
     @classmethod
-    def _table(cls) -> dict[str, Any]:
-        """Handler per pickletools opcode name (built once per class)."""
+    def _table(cls) -> dict[pickletools.OpcodeInfo, Any]:
+        """Handler per pickletools opcode (built once per class)."""
         table = cls.__dict__.get("_handlers")
         if not table:
             table = {
-                op.name: getattr(cls, f"op_{op.name}", cls.op_unsupported)
+                op: getattr(cls, f"op_{op.name}", cls.op_unsupported)
                 for op in pickletools.opcodes
             }
             cls._handlers = table
@@ -2010,13 +2020,17 @@ class _Machine:
         self.push(self.top())
 
     def op_const(self, arg: Any) -> None:
-        self.push(arg)
+        # push(), inlined: the commonest opcodes push a constant
+        self.stack.append(arg)
+        self.size += 1
+        if self.size > self.limits.max_stack:
+            raise _LimitError(f"more than {self.limits.max_stack} values on the stack")
 
     op_INT = op_BININT = op_BININT1 = op_BININT2 = op_const
     op_LONG = op_LONG1 = op_LONG4 = op_FLOAT = op_BINFLOAT = op_const
 
     def op_str(self, arg: str) -> None:
-        self.push(self.const_str(arg))
+        self.push(arg if len(arg) <= self.limits.max_const_bytes else self.const_str(arg))
 
     op_STRING = op_BINSTRING = op_SHORT_BINSTRING = op_str
     op_UNICODE = op_SHORT_BINUNICODE = op_BINUNICODE = op_BINUNICODE8 = op_str
@@ -2102,16 +2116,21 @@ class _Machine:
         self.mutate(self.top(), items, "ADDITEMS")
 
     def op_get(self, arg: Any) -> None:
-        if arg not in self.memo:
-            raise _VMError(f"memo key {arg!r} was never stored")
-        self.push(self.memo[arg])
+        try:
+            value = self.memo[arg]
+        except KeyError:
+            raise _VMError(f"memo key {arg!r} was never stored") from None
+        self.stack.append(value)  # push(), inlined
+        self.size += 1
+        if self.size > self.limits.max_stack:
+            raise _LimitError(f"more than {self.limits.max_stack} values on the stack")
 
     op_GET = op_BINGET = op_LONG_BINGET = op_get
 
     def op_put(self, arg: Any) -> None:
         if not isinstance(arg, int) or arg < 0:
             raise _VMError(f"invalid memo key {arg!r}")
-        if arg > max(1 << 20, 4 * self.analysis.opcodes):
+        if arg > 1 << 20 and arg > 4 * self.analysis.opcodes:
             # The C unpickler keeps the memo in an array sized by the largest index: a
             # single PUT at 2**30 makes the load allocate and zero gigabytes. Pickles written
             # by pickle number their memo entries in order, never far beyond the object count.
@@ -2124,7 +2143,9 @@ class _Machine:
                 key=str(arg), remediation=_REMEDIATION_MALFORMED, offset=self.offset,
                 memo_index=arg,
             )
-        self.memo[arg] = self.top()
+        if not self.stack:
+            raise _VMError("stack underflow")
+        self.memo[arg] = self.stack[-1]
 
     op_PUT = op_BINPUT = op_LONG_BINPUT = op_put
 
