@@ -726,7 +726,7 @@ def _resnet50_shapes() -> dict[str, tuple[int, ...]]:
 
     batch_norm("bn1", 64)
     inplanes = 64
-    for layer, (blocks, planes) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), 1):
+    for layer, (blocks, planes) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=True), 1):
         for b in range(blocks):
             p = f"layer{layer}.{b}"
             shapes[f"{p}.conv1.weight"] = (planes, inplanes, 1, 1)
@@ -841,6 +841,56 @@ def build_large(out: Path, kinds: Sequence[str], sizes_mb: Sequence[int]) -> lis
 
 
 # -- summaries --------------------------------------------------------------------------------
+
+
+def models_throughput(data: dict[str, Any], tool: str) -> dict[str, Any] | None:
+    """A tool's throughput over the real models: their bytes over its time on all of them
+    (``None`` when it did not scan every one cleanly: an error or a flag on a benign model
+    is not a speed)."""
+    models = data.get("models") or []
+    outcomes = [data["large_results"].get(m["name"], {}).get(tool) for m in models]
+    if not models or any(o is None for o in outcomes):
+        return None
+    failed = [m["name"] for m, o in zip(models, outcomes, strict=True) if o["verdict"] != "clean"]
+    seconds = sum(o["seconds"] for o in outcomes)
+    megabytes = sum(m["bytes"] for m in models) / 1e6
+    return {"seconds": seconds, "mb_per_s": megabytes / seconds if seconds else 0.0,
+            "not_clean": failed}
+
+
+def _models_table(data: dict[str, Any], tools: Sequence[str]) -> list[str]:
+    models = data.get("models") or []
+    if not models:
+        return []
+    lines = ["", "## Real models", "",
+             "Benign models with the layouts users download, written by the real libraries "
+             "(`--models`): ResNet-50's and GPT-2's state dicts saved with `torch.save`, and a "
+             "scikit-learn random forest saved with `joblib.dump`. One fresh process per file "
+             f"(median of {data['settings'].get('repeats', 1)} runs); the `-api` rows are the "
+             "library call in a long-lived process. *Throughput* is all the models' bytes over "
+             "the tool's time on all of them, given only when it scanned each one without an "
+             "error or a flag.", "",
+             "| tool | " + " | ".join(f"{m['name']} ({m['bytes'] / 1e6:.0f} MB)"
+                                     for m in models) + " | throughput |",
+             "| --- |" + " --- |" * (len(models) + 1)]
+    for tool in tools:
+        cells = []
+        for m in models:
+            o = data["large_results"].get(m["name"], {}).get(tool)
+            if o is None:
+                cells.append("-")
+                continue
+            verdict = "" if o["verdict"] == "clean" else f", **{o['verdict']}**"
+            cells.append(f"{o['seconds'] * 1e3:.0f} ms{verdict}")
+        total = models_throughput(data, tool)
+        if total is None:
+            cells.append("-")
+        elif total["not_clean"]:
+            cells.append(f"- ({len(total['not_clean'])} not clean)")
+        else:
+            cells.append(f"{total['mb_per_s']:,.0f} MB/s")
+        lines.append(f"| {tool} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def summarise(tool: str, manifest: list[dict[str, Any]],
@@ -1007,6 +1057,7 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
                 verdict = "" if o["verdict"] == "clean" else f", **{o['verdict']}**"
                 cells.append(f"{o['seconds']:.2f} s, {speed:.1f} MB/s{verdict}")
             lines.append(f"| {tool} | " + " | ".join(cells) + " |")
+    lines += _models_table(data, tools)
     formats = sorted({fmt for t in tools for fmt in data["by_format"].get(t, {})})
     if formats:
         lines += ["", "## Detection by format (malicious samples)", "",
@@ -1054,6 +1105,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="tools running at once")
     parser.add_argument("--large", default="numpy,torch",
                         help="large benign files for throughput: numpy,torch or ''")
+    parser.add_argument("--models", default="resnet50,gpt2,forest",
+                        help="real model layouts for throughput: resnet50,gpt2,forest or ''")
     parser.add_argument("--large-mb", type=_sizes, default="200,2000",
                         help="sizes of the large files in MB, comma-separated ('' for none)")
     parser.add_argument("--repeats", type=int, default=3,
@@ -1152,6 +1205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest, skipped_samples = build_corpus(corpus_dir)
         large = build_large(work / "large", [k for k in args.large.split(",") if k],
                             args.large_mb)
+        models = build_models(work / "large", [k for k in args.models.split(",") if k])
         log(f"{len(manifest)} samples ({sum(e['malicious'] for e in manifest)} malicious), "
             f"{len(large)} large files; {args.mode} mode; tools: "
             + ", ".join([t.name for t in cli_tools] + list(apis)))
@@ -1189,7 +1243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         directory = scan_directory(cli_tools, corpus_dir, manifest, args, env, apis)
 
         large_results: dict[str, dict[str, Any]] = {}
-        for item in large:
+        for item in large + models:
             large_results[item["name"]] = {}
             for name, api in apis.items():
                 outcome = repeated(lambda api=api, item=item: api(Path(item["path"])),
@@ -1220,7 +1274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine() | {"loadavg_end": [round(v, 2) for v in os.getloadavg()]},
         "settings": {"mode": args.mode, "timeout_s": args.timeout,
                      "large_timeout_s": args.large_timeout, "jobs": args.jobs,
-                     "large_mb": args.large_mb, "repeats": args.repeats,
+                     "large_mb": args.large_mb, "models": args.models, "repeats": args.repeats,
                      "sample_repeats": args.sample_repeats,
                      "peers_venv": str(args.peers_venv),
                      "wall_s": round(time.perf_counter() - started, 1)},
@@ -1236,6 +1290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "by_format": {name: by_format(name, manifest, matrix) for name in names},
         "directory": directory,
         "large": [{k: v for k, v in item.items() if k != "path"} for item in large],
+        "models": [{k: v for k, v in item.items() if k != "path"} for item in models],
         "large_results": large_results,
         "samples": [
             {**{k: entry[k] for k in ("name", "format", "malicious", "technique", "source",
