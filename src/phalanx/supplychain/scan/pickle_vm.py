@@ -1831,7 +1831,10 @@ class _Machine:
                         offset=self.offset,
                     )
                 )
-            return _Opaque(f"torch storage {_render(pid[2] if len(pid) > 2 else '', 40)}")
+            key = pid[2] if len(pid) > 2 else ""
+            # a checkpoint has thousands: a short string key is shown as _render would
+            shown = repr(key) if type(key) is str and len(key) <= 16 else _render(key, 40)
+            return _Opaque(f"torch storage {shown}")
         text = _render(pid, self.limits.max_evidence_chars)
         analysis.event(
             self,
