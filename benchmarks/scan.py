@@ -69,8 +69,11 @@ bytes are almost all one sparse header-bomb file). The **directory** run has eac
 the whole corpus directory in one fresh process (tools without a directory mode are listed
 apart). **Large-file MB/s** is a fresh process on each large benign file (``--large``: a
 pickled NumPy array, and a ``torch.save`` checkpoint when torch is installed, of each size in
-``--large-mb``, 200 MB and 2 GB by default) with ``--large-timeout``. The ``-api`` rows of both are the library call
-in the long-lived process. Directory and large-file runs are repeated ``--repeats`` times,
+``--large-mb``, 200 MB and 2 GB by default) with ``--large-timeout``; **real models**
+(``--models``) are run the same way: ResNet-50's and GPT-2's state dicts (``torch.save``)
+and a scikit-learn random forest (``joblib.dump``), whose throughput is their bytes over a
+tool's time on all of them. The ``-api`` rows of all three are the library call in the
+long-lived process. Directory and large-file runs are repeated ``--repeats`` times,
 one tool at a time, and the median kept. phalanx's modules are byte-compiled first, as a pip
 install leaves them. With ``--jobs`` above 1 several tools run the per-sample pass at once,
 so per-sample times include contention; use ``--jobs 1`` on a quiet machine for figures to
@@ -79,7 +82,8 @@ quote.
 Usage::
 
     .venv/bin/python benchmarks/scan.py [--tools phalanx,picklescan,...] [--mode warm]
-        [--timeout 60] [--jobs 2] [--large numpy,torch] [--large-mb 200,2000] [--repeats 3]
+        [--timeout 60] [--jobs 2] [--large numpy,torch] [--large-mb 200,2000]
+        [--models resnet50,gpt2,forest] [--repeats 3]
         [--sample-repeats 3] [--out benchmarks/results]
         [--peers-venv benchmarks/.venv-scan-peers] [--keep DIR]
 
