@@ -13,7 +13,8 @@ Contenders (peers come from their own virtualenv, ``--peers-venv``, made by
 ===================== ==================================================================
 ``phalanx``           ``phalanx scan PATH --format json --no-store --output REPORT``
                       (default ``--fail-on medium``), from phalanx's own ``.venv``
-``phalanx-api``       ``phalanx.supplychain.scan.scan_paths([PATH])`` in this process
+``phalanx-api``       ``phalanx.supplychain.scan.scan_paths([PATH])`` in a long-lived
+                      process of phalanx's interpreter
 ``picklescan``        ``picklescan -p PATH``
 ``picklescan-api``    ``picklescan.scanner.scan_file_path(PATH)`` (``scan_directory_path``
                       for a directory) in a long-lived process of the peers' interpreter
@@ -36,7 +37,8 @@ When a tool "detects" a sample (the verdict ``flagged``), per tool:
 
 - ``phalanx``: exit code 1 (a finding at or above ``medium``), or a finding of severity
   ``medium``/``high``/``critical`` in its JSON report. Exit 2 with no such finding: error.
-- ``phalanx-api``: a finding of severity ``medium`` or above. An exception: error.
+- ``phalanx-api``: a finding of severity ``medium`` or above. An exception: error (both
+  libraries run in a process of their own that imports nothing else, timed around the call).
 - ``picklescan-api``: ``issues_count`` above 0 (the dangerous globals its CLI counts); no
   issue and ``scan_err``, or an exception: error.
 - ``picklescan`` (both modes): a dangerous-globals count above 0 in its summary, which is what
@@ -510,13 +512,16 @@ class WarmWorker:
                            report_path, reply["wall_s"])
 
 
-class PicklescanApi:
-    """picklescan's library (``scan_file_path``/``scan_directory_path``) in a long-lived
-    process of the peers' interpreter, timed around the call only, as ``phalanx-api`` is."""
+class LibraryApi:
+    """A tool's library call (phalanx's ``scan_paths``; picklescan's ``scan_file_path`` and
+    ``scan_directory_path``) in a long-lived process of the tool's own interpreter, timed
+    around the call only. Both libraries run the same way, in a process that imports nothing
+    but the tool, so neither pays for the other's memory (garbage collection in a process
+    holding torch costs tens of milliseconds) or for the benchmark's own."""
 
-    def __init__(self, picklescan: Tool, env: dict[str, str]) -> None:
+    def __init__(self, tool: Tool, env: dict[str, str]) -> None:
         # the CLI tool's interpreter, serving library calls instead of command lines
-        self.worker = WarmWorker(picklescan, env, mode="--api-worker")
+        self.worker = WarmWorker(tool, env, mode="--api-worker")
 
     def run(self, target: Path, timeout: float) -> Outcome:
         reply = self.worker.call({"path": str(target)}, timeout)
@@ -524,33 +529,52 @@ class PicklescanApi:
             return reply
         if reply.get("crash"):
             return Outcome("error", reply["seconds"], detail=_short("crash: " + reply["crash"]))
-        if reply["issues"] > 0:
-            return Outcome("flagged", reply["seconds"], max_severity="dangerous",
-                           detail=f"{reply['issues']} dangerous globals")
-        if reply["error"]:
-            return Outcome("error", reply["seconds"], detail="scan error")
-        return Outcome("clean", reply["seconds"])
+        return Outcome(reply["verdict"], reply["seconds"], None, reply.get("severity"),
+                       _short(reply.get("detail", "")))
 
     def stop(self) -> None:
         self.worker.stop()
 
 
-def api_worker() -> int:
-    """``--api-worker``: serve ``{"path"}`` requests with picklescan's library, one per line,
-    answering with the call's own time, the dangerous-globals count and the error flag (the
-    same facts its CLI prints and turns into an exit code)."""
-    from picklescan.scanner import scan_directory_path, scan_file_path
-
+def api_worker(program: str) -> int:
+    """``--api-worker PROGRAM``: serve ``{"path"}`` requests with the library of ``phalanx``
+    or ``picklescan``, one per line, answering with the call's own time and its verdict by
+    the rules of the module docstring (picklescan: its dangerous-globals count and error flag,
+    the facts its CLI turns into an exit code; phalanx: a finding of severity medium or above).
+    """
     channel = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # its log lines are not replies
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # log lines are not replies
+    if program == "phalanx":
+        from phalanx.core.findings import Severity
+        from phalanx.supplychain.scan import scan_paths
+
+        def scan(path: str) -> dict[str, Any]:
+            report = scan_paths([path])
+            worst = max(report.findings, key=lambda f: f.severity, default=None)
+            if worst is None:
+                return {"verdict": "clean"}
+            flagged = worst.severity >= Severity.MEDIUM
+            return {"verdict": "flagged" if flagged else "clean",
+                    "severity": worst.severity.label,
+                    "detail": f"{worst.severity.label}: {worst.title}" if flagged else ""}
+    else:
+        from picklescan.scanner import scan_directory_path, scan_file_path
+
+        def scan(path: str) -> dict[str, Any]:
+            result = scan_directory_path(path) if os.path.isdir(path) else scan_file_path(path)
+            if result.issues_count > 0:
+                return {"verdict": "flagged", "severity": "dangerous",
+                        "detail": f"{result.issues_count} dangerous globals"}
+            if result.scan_err:
+                return {"verdict": "error", "detail": "scan error"}
+            return {"verdict": "clean"}
+
     for line in sys.stdin:
         path = json.loads(line)["path"]
         started = time.perf_counter()
         try:
-            result = (scan_directory_path(path) if os.path.isdir(path)
-                      else scan_file_path(path))
-            reply = {"issues": result.issues_count, "error": result.scan_err}
-        except Exception as exc:  # its CLI logs these and exits 2
+            reply = scan(path)
+        except Exception as exc:  # a crash is a result to report, not a reason to stop
             reply = {"crash": f"{type(exc).__name__}: {exc}"}
         reply["seconds"] = time.perf_counter() - started
         channel.write(_MARK + json.dumps(reply) + "\n")
@@ -621,25 +645,6 @@ def worker(program: str) -> int:
         channel.write(_MARK + json.dumps({"code": code, "stdout": texts[0],
                                           "stderr": texts[1]}) + "\n")
     return 0
-
-
-def run_phalanx_api(target: Path) -> Outcome:
-    """``scan_paths`` in this process (warm: plugins already loaded)."""
-    from phalanx.core.findings import Severity
-    from phalanx.supplychain.scan import scan_paths
-
-    started = time.perf_counter()
-    try:
-        report = scan_paths([target])
-    except Exception as exc:  # a crash is a result to report, not a reason to stop
-        return Outcome("error", seconds=time.perf_counter() - started,
-                       detail=_short(f"crash: {type(exc).__name__}: {exc}"))
-    seconds = time.perf_counter() - started
-    worst = max(report.findings, key=lambda f: f.severity, default=None)
-    sev = worst.severity.label if worst is not None else None
-    if worst is not None and worst.severity >= Severity.MEDIUM:
-        return Outcome("flagged", seconds, None, sev, _short(f"{sev}: {worst.title}"))
-    return Outcome("clean", seconds, None, sev)
 
 
 def compile_phalanx() -> None:
@@ -1167,7 +1172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         return worker(args.worker)
     if args.api_worker:
-        return api_worker()
+        return api_worker(args.api_worker)
     wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
     tools = make_tools(args.peers_venv)
     unknown = [t for t in wanted if t not in tools and t not in API_TOOLS]
@@ -1193,12 +1198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"skipping {name}: {reason}")
 
     env = dict(os.environ) | QUIET_ENV
-    picklescan_api = PicklescanApi(tools["picklescan"], env)
+    libraries = {"phalanx-api": LibraryApi(tools["phalanx"], env),
+                 "picklescan-api": LibraryApi(tools["picklescan"], env)}
     apis: dict[str, Callable[[Path], Outcome]] = {
-        name: api for name, api in (
-            ("phalanx-api", run_phalanx_api),
-            ("picklescan-api", lambda target: picklescan_api.run(target, args.large_timeout)),
-        ) if name in wanted and name not in skipped_tools}
+        name: lambda target, lib=lib: lib.run(target, args.large_timeout)
+        for name, lib in libraries.items() if name in wanted and name not in skipped_tools}
     if phalanx_version:
         compile_phalanx()
     work = Path(tempfile.mkdtemp(prefix="phalanx-scanbench-"))
@@ -1260,7 +1264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 large_results[item["name"]][tool.name] = asdict(outcome)
                 log(f"{item['name']}: {tool.name} {outcome.verdict} in {outcome.seconds:.2f} s")
     finally:
-        picklescan_api.stop()
+        for lib in libraries.values():
+            lib.stop()
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
         else:
