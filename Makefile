@@ -43,7 +43,7 @@ lint: dev
 	$(BIN)/ruff check src tests
 
 typecheck: dev
-	$(BIN)/mypy src/phalanx/core src/phalanx/errors.py src/phalanx/_optional.py src/phalanx/report src/phalanx/adapters src/phalanx/store
+	$(BIN)/mypy src/phalanx/core src/phalanx/errors.py src/phalanx/_optional.py src/phalanx/report src/phalanx/adapters src/phalanx/store src/phalanx/supplychain
 
 contracts: dev
 	$(BIN)/lint-imports

@@ -257,7 +257,7 @@ def _constant(data: bytes) -> Any:
     """
     stack: list[Any] = []
     marks: list[int] = []
-    memo: dict[int, Any] = {}
+    memo: dict[Any, Any] = {}  # keys as the stream gives them
     for opcode, arg, _pos in pickletools.genops(data):
         name = opcode.name
         if name in ("PROTO", "FRAME"):
@@ -299,11 +299,11 @@ def _constant(data: bytes) -> Any:
             del stack[at:]
             stack[-1].extend(items)
         elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
-            memo[int(arg)] = stack[-1]
+            memo[arg] = stack[-1]
         elif name == "MEMOIZE":
             memo[len(memo)] = stack[-1]
         elif name in ("BINGET", "LONG_BINGET", "GET"):
-            stack.append(memo[int(arg)])
+            stack.append(memo[arg])
         elif name == "GLOBAL":
             module, _, attr = str(arg).partition(" ")
             stack.append(("global", module, attr))

@@ -39,7 +39,7 @@ import tarfile
 import warnings
 import zipfile
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from phalanx.supplychain.scan.base import Source
@@ -102,10 +102,10 @@ def sniff(source: Source) -> str:
     return fmt
 
 
-def _has_zip_end_record(fh: object, size: int) -> bool:
+def _has_zip_end_record(fh: BinaryIO, size: int) -> bool:
     tail = min(size, 65_535 + 22)
-    fh.seek(size - tail)  # type: ignore[attr-defined]
-    data = fh.read(tail)  # type: ignore[attr-defined]
+    fh.seek(size - tail)
+    data = fh.read(tail)
     at = data.rfind(b"PK\x05\x06")
     return at >= 0 and len(data) - at >= 22
 
@@ -281,9 +281,9 @@ def zip_kind(fh: io.BufferedIOBase | io.RawIOBase | io.BytesIO | object) -> str:
     return "zip"
 
 
-def _tar_kind(fh: object) -> str:
+def _tar_kind(fh: BinaryIO) -> str:
     try:
-        with tarfile.open(fileobj=fh, mode="r:") as tf:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=fh, mode="r:") as tf:
             names = set()
             for i, member in enumerate(tf):
                 names.add(member.name)
@@ -307,20 +307,20 @@ def _protobuf_start(head: bytes) -> bool:
     return head[0] in _PROTOBUF_KEYS or head.startswith(_PROTOBUF_LONG_KEYS)
 
 
-def _hdf5_userblock(fh: object) -> bool:
+def _hdf5_userblock(fh: BinaryIO) -> bool:
     offset = 512
     while offset <= 1 << 20:
-        fh.seek(offset)  # type: ignore[attr-defined]
-        if fh.read(8) == _HDF5_MAGIC:  # type: ignore[attr-defined]
+        fh.seek(offset)
+        if fh.read(8) == _HDF5_MAGIC:
             return True
         offset *= 2
     return False
 
 
-def _varint(fh: object) -> int | None:
+def _varint(fh: BinaryIO) -> int | None:
     result = 0
     for shift in range(0, 70, 7):
-        b = fh.read(1)  # type: ignore[attr-defined]
+        b = fh.read(1)
         if not b:
             return None
         result |= (b[0] & 0x7F) << shift
@@ -329,11 +329,11 @@ def _varint(fh: object) -> int | None:
     return None
 
 
-def _protobuf_kind(fh: object, size: int) -> str:
+def _protobuf_kind(fh: BinaryIO, size: int) -> str:
     """Walk the top-level protobuf fields (skipping payloads) and name the message."""
     fields: dict[int, int] = {}
     for _ in range(10_000):
-        pos = fh.tell()  # type: ignore[attr-defined]
+        pos = fh.tell()
         if pos >= size:
             break
         key = _varint(fh)
@@ -347,13 +347,13 @@ def _protobuf_kind(fh: object, size: int) -> str:
                 return "unknown"
         elif wire == 2:
             length = _varint(fh)
-            if length is None or fh.tell() + length > size:  # type: ignore[attr-defined]
+            if length is None or fh.tell() + length > size:
                 return "unknown"
-            fh.seek(length, 1)  # type: ignore[attr-defined]
+            fh.seek(length, 1)
         elif wire == 1:
-            fh.seek(8, 1)  # type: ignore[attr-defined]
+            fh.seek(8, 1)
         elif wire == 5:
-            fh.seek(4, 1)  # type: ignore[attr-defined]
+            fh.seek(4, 1)
         else:
             return "unknown"
         fields[number] = wire
