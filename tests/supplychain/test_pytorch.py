@@ -303,6 +303,21 @@ def test_legacy_trailing_pickle_after_storages_is_scanned() -> None:
     assert "torch-legacy-storages" in rules(findings)
 
 
+def test_invalid_escapes_in_a_legacy_keys_pickle_warn_nobody() -> None:
+    # Protocol 0 writes the keys as STRING lines; an invalid escape in one makes pickletools
+    # (codecs.escape_decode) warn: attacker-controlled input, not the caller's problem.
+    data_pickle = (b"\x80\x02}X\x01\x00\x00\x00w(X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
+                   b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02NtQs.")
+    keys = b"\x80\x02](X\x01\x00\x00\x000e."
+    data = legacy_checkpoint(data_pickle, ["0"], struct.pack("<q", 2) + struct.pack("<2f", 1, 2))
+    assert data.count(keys) == 1
+    data = data.replace(keys, b"(lp0\nS'0\\q'\np1\na.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        findings = scan(data)
+    assert "torch-legacy-storages" in rules(findings)  # key '0\\q' names no storage
+
+
 def test_legacy_storage_header_mismatch_is_reported() -> None:
     data_pickle = (b"\x80\x02}X\x01\x00\x00\x00w(X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
                    b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02NtQs.")

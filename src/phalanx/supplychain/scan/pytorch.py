@@ -74,6 +74,7 @@ import pickletools
 import struct
 import tarfile
 import tokenize
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -255,6 +256,14 @@ def _constant(data: bytes) -> Any:
 
     Used only to learn sizes and keys from pickles the analyser has already judged.
     """
+    # pickletools decodes STRING arguments with codecs.escape_decode, which warns about
+    # invalid escapes: attacker-controlled input, not the caller's problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _constant_value(data)
+
+
+def _constant_value(data: bytes) -> Any:
     stack: list[Any] = []
     marks: list[int] = []
     memo: dict[Any, Any] = {}  # keys as the stream gives them
