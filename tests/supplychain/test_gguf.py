@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import time
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -519,3 +520,12 @@ def test_random_templates(text: str) -> None:
 def test_random_templates_in_files(text: str) -> None:
     g = Gguf().add("tokenizer.chat_template", STRING, text).add("x", F32, 1.0)
     scan(g.to_bytes())
+
+
+def test_invalid_escapes_in_a_template_warn_nobody() -> None:
+    # Jinja unescapes string literals with the unicode-escape codec, which warns about '\q'.
+    text = "{{ 'a\\q' ~ messages[0]['content'] }}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        issues = analyse_chat_template(text)  # a text no other test analyses (cached)
+    assert [i.rule for i in issues] == []

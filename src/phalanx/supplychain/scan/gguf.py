@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import re
 import struct
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -568,7 +569,11 @@ def _analyse_uncached(text: str, max_chars: int) -> list[TemplateIssue]:
     from jinja2 import TemplateSyntaxError
 
     try:
-        tree = _environment().parse(text)
+        with warnings.catch_warnings():
+            # Jinja unescapes string literals with Python's unicode-escape codec, which
+            # warns about invalid escapes: attacker text, not the caller's problem.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tree = _environment().parse(text)
     except TemplateSyntaxError as exc:
         return [TemplateIssue("chat-template-unparsable", Severity.MEDIUM,
                               f"does not parse: {exc.message}", exc.lineno or 0)]
