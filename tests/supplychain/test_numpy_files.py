@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,14 @@ def test_fuzz_mutated_headers(seed: int, dtype: Any) -> None:
     findings = list(NumpyScanner().scan_source(Source.from_bytes("m.npy", bytes(data)),
                                                session))
     assert all(f.evidence["rule"] != "scan-error" for f in findings)
+
+
+def test_invalid_escapes_in_the_header_warn_nobody() -> None:
+    # A field name with an invalid escape: compiling the header dict warns about it.
+    text = "{'descr': [('a\\_b', '<f4')], 'fortran_order': False, 'shape': (1,), }"
+    header = (text + " " * (-(10 + len(text) + 1) % 64) + "\n").encode("latin1")
+    data = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x00" * 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        findings, _ = scan(data)
+    assert not rules(findings, Severity.MEDIUM), findings

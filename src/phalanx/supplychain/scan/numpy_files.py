@@ -37,6 +37,7 @@ import ast
 import math
 import re
 import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -161,9 +162,18 @@ def parse_npy_header(head: bytes) -> NpyHeader:
                      has_object=has_object)
 
 
+def _literal_eval(text: str) -> Any:
+    with warnings.catch_warnings():
+        # invalid escapes in the header's strings warn while it compiles: attacker text,
+        # not the caller's problem
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return ast.literal_eval(text)
+
+
 def _literal(text: str, *, python2: bool) -> Any:
     try:
-        return ast.literal_eval(text)
+        return _literal_eval(text)
     except SyntaxError:
         if not python2:
             raise ValueError("header is not a Python literal") from None
@@ -172,7 +182,7 @@ def _literal(text: str, *, python2: bool) -> Any:
     # Headers written by Python 2 may carry long-integer suffixes (``(10L, 3L)``); NumPy
     # strips them for versions 1.0 and 2.0, and so do we.
     try:
-        return ast.literal_eval(re.sub(r"(?<=\d)[lL]\b", "", text))
+        return _literal_eval(re.sub(r"(?<=\d)[lL]\b", "", text))
     except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError):
         raise ValueError("header is not a Python literal") from None
 
