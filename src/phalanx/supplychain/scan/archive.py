@@ -874,11 +874,12 @@ def _entry(fh: BinaryIO, size: int, base: int, index: int, fields: tuple[int, ..
            raw_name: bytes, extra: bytes, problems: dict[str, list[str]]) -> ZipEntry:
     flags, method, crc = fields[3], fields[4], fields[7]
     name = _decode_name(raw_name, flags)
-    try:
-        usize, csize, offset = _zip64_fields(extra, [fields[9], fields[8], fields[16]])
-    except _Malformed as exc:
-        problems["malformed"].append(f"{name!r}: {exc.message}")
-        usize, csize, offset = fields[9], fields[8], fields[16]
+    usize, csize, offset = fields[9], fields[8], fields[16]
+    if _U32 in (usize, csize, offset):
+        try:
+            usize, csize, offset = _zip64_fields(extra, [usize, csize, offset])
+        except _Malformed as exc:
+            problems["malformed"].append(f"{name!r}: {exc.message}")
     _check_name(name, problems)
     for header_id, data in _extra_fields(extra):
         if header_id == 0x7075 and len(data) > 5:  # Info-ZIP Unicode Path
@@ -888,15 +889,18 @@ def _entry(fh: BinaryIO, size: int, base: int, index: int, fields: tuple[int, ..
                     f"{name!r}: Unicode Path field names it {alias!r}")
                 _check_name(alias, problems)
     header = base + offset
-    entry = ZipEntry(index=index, name=name, flags=flags, method=method, crc=crc,
-                     compressed_size=csize, size=usize, header_offset=header, data_offset=-1,
-                     span_end=header)
+
+    def unread() -> ZipEntry:  # the local header or the data cannot be found
+        return ZipEntry(index=index, name=name, flags=flags, method=method, crc=crc,
+                        compressed_size=csize, size=usize, header_offset=header,
+                        data_offset=-1, span_end=header)
+
     # One read for the local header and, as writers make them, its name and extra field as
     # long as the central directory's; a second only when they are longer.
     local = _read_at(fh, header, _LOCAL.size + len(raw_name) + len(extra))
     if len(local) < _LOCAL.size or local[:4] != _SIG_LOCAL:
         problems["malformed"].append(f"{name!r}: no local header at offset {header}")
-        return entry
+        return unread()
     _, _, lflags, lmethod, _, _, lcrc, lcsize, lusize, lname_len, lextra_len = (
         _LOCAL.unpack_from(local))
     if _LOCAL.size + lname_len + lextra_len > len(local):
@@ -908,7 +912,7 @@ def _entry(fh: BinaryIO, size: int, base: int, index: int, fields: tuple[int, ..
     data_end = data_offset + csize
     if data_end > size:
         problems["malformed"].append(f"{name!r}: data runs past the end of the file")
-        return entry
+        return unread()
     differences = []
     if lname != raw_name:
         differences.append(f"local name {_decode_name(lname, lflags)!r}")
@@ -917,10 +921,11 @@ def _entry(fh: BinaryIO, size: int, base: int, index: int, fields: tuple[int, ..
     if (lflags ^ flags) & _FLAG_MASK:
         differences.append(f"flags {flags:#06x} vs {lflags:#06x}")
     if not lflags & 0x0008:
-        try:
-            lusize, lcsize = _zip64_fields(lextra, [lusize, lcsize])
-        except _Malformed:
-            differences.append("damaged local ZIP64 field")
+        if _U32 in (lusize, lcsize):
+            try:
+                lusize, lcsize = _zip64_fields(lextra, [lusize, lcsize])
+            except _Malformed:
+                differences.append("damaged local ZIP64 field")
         if lcrc != crc:
             differences.append(f"CRC {crc:#010x} vs {lcrc:#010x}")
         if (lcsize, lusize) != (csize, usize):
