@@ -778,7 +778,7 @@ def _gpt2_shapes() -> dict[str, tuple[int, ...]]:
 
 def build_models(out: Path, kinds: Sequence[str]) -> list[dict[str, Any]]:
     """Benign models as users download them, written by the real libraries: the state dicts
-    of ResNet-50 (98 MB, 320 tensors) and GPT-2 (498 MB, 149 tensors and a tied head), and a
+    of ResNet-50 (103 MB, 320 tensors) and GPT-2 (498 MB, 149 tensors and a tied head), and a
     scikit-learn random forest saved with joblib (arrays written inline). Throughput on these
     is what a model repository's scan costs."""
     out.mkdir(parents=True, exist_ok=True)
