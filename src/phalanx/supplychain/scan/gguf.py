@@ -32,7 +32,6 @@ from __future__ import annotations
 import functools
 import re
 import struct
-import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from phalanx.core.findings import Finding, Severity
 from phalanx.core.plugin import Constraint, Interval
+from phalanx.supplychain.scan._quiet import file_text_warnings_ignored
 from phalanx.supplychain.scan.archive import slice_source
 from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
 from phalanx.supplychain.scan.pickle_vm import REFS
@@ -569,10 +569,7 @@ def _analyse_uncached(text: str, max_chars: int) -> list[TemplateIssue]:
     from jinja2 import TemplateSyntaxError
 
     try:
-        with warnings.catch_warnings():
-            # Jinja unescapes string literals with Python's unicode-escape codec, which
-            # warns about invalid escapes: attacker text, not the caller's problem.
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with file_text_warnings_ignored():  # Jinja unescapes string literals
             tree = _environment().parse(text)
     except TemplateSyntaxError as exc:
         return [TemplateIssue("chat-template-unparsable", Severity.MEDIUM,

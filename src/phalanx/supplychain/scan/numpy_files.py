@@ -37,12 +37,12 @@ import ast
 import math
 import re
 import struct
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from phalanx.core.findings import Finding, Severity
+from phalanx.supplychain.scan._quiet import file_text_warnings_ignored
 from phalanx.supplychain.scan.archive import iter_zip_members, slice_source
 from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
 from phalanx.supplychain.scan.pickle_vm import REFS
@@ -163,11 +163,7 @@ def parse_npy_header(head: bytes) -> NpyHeader:
 
 
 def _literal_eval(text: str) -> Any:
-    with warnings.catch_warnings():
-        # invalid escapes in the header's strings warn while it compiles: attacker text,
-        # not the caller's problem
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", SyntaxWarning)
+    with file_text_warnings_ignored():  # the header's strings compile with their escapes
         return ast.literal_eval(text)
 
 

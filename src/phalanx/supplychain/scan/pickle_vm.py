@@ -80,7 +80,6 @@ import logging
 import pickletools
 import re
 import struct
-import warnings
 import zlib
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections.abc import Iterable, Iterator, Sequence
@@ -90,6 +89,7 @@ from typing import Any, BinaryIO, NoReturn, overload
 
 from phalanx.core.findings import Finding, Severity
 from phalanx.errors import InputError, InvalidParameterError
+from phalanx.supplychain.scan._quiet import file_text_warnings_ignored
 from phalanx.supplychain.scan.policy import Judgement, PicklePolicy, Verdict, load_policy
 
 __all__ = [
@@ -2466,10 +2466,8 @@ def analyse_pickle(
         io.BytesIO(bytes(data)) if isinstance(data, (bytes, bytearray, memoryview)) else data
     )
     try:
-        # pickletools decodes STRING arguments with codecs.escape_decode, which warns about
-        # invalid escapes: that is attacker-controlled input, not the caller's problem.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+        # pickletools decodes STRING arguments with codecs.escape_decode, which warns
+        with file_text_warnings_ignored():
             analysis.run_stream(stream, depth=0, via="", max_pickles=max_pickles)
     except Exception as exc:  # fail closed: an analyser bug must not pass a file
         logger.debug("pickle analysis of %s failed", origin or "<bytes>", exc_info=True)

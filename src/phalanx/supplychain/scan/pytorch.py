@@ -74,13 +74,13 @@ import pickletools
 import struct
 import tarfile
 import tokenize
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, ClassVar
 
 from phalanx.core.findings import Finding, Severity
+from phalanx.supplychain.scan._quiet import file_text_warnings_ignored
 from phalanx.supplychain.scan.archive import _read_at, _Window, _window
 from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
 from phalanx.supplychain.scan.pickle_vm import REFS, PickleReport, analyse_pickle
@@ -256,10 +256,7 @@ def _constant(data: bytes) -> Any:
 
     Used only to learn sizes and keys from pickles the analyser has already judged.
     """
-    # pickletools decodes STRING arguments with codecs.escape_decode, which warns about
-    # invalid escapes: attacker-controlled input, not the caller's problem
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with file_text_warnings_ignored():  # pickletools' STRING reader warns on odd escapes
         return _constant_value(data)
 
 

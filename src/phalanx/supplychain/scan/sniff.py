@@ -36,10 +36,11 @@ import pickletools
 import re
 import struct
 import tarfile
-import warnings
 import zipfile
 import zlib
 from typing import TYPE_CHECKING, BinaryIO
+
+from phalanx.supplychain.scan._quiet import file_text_warnings_ignored
 
 if TYPE_CHECKING:
     from phalanx.supplychain.scan.base import Source
@@ -212,8 +213,7 @@ def _looks_like_pickle(head: bytes) -> bool:
         return True  # INT/LONG arguments the unpickler reads with int(x, 0) but pickletools not
     seen = 0
     imports = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # invalid escapes in STRING args
+    with file_text_warnings_ignored():  # invalid escapes in STRING args
         try:
             for opcode, arg, _pos in pickletools.genops(io.BytesIO(head)):
                 seen += 1
