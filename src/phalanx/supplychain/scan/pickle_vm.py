@@ -424,7 +424,10 @@ _SAFE_CODECS = frozenset(
 
 
 def _render(value: Any, limit: int) -> str:
-    text = _Renderer(limit).render(value, 0)
+    if type(value) is str and len(value) <= _Renderer._STR:
+        text = repr(value)  # what the renderer gives a short string, without making one
+    else:
+        text = _Renderer(limit).render(value, 0)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -1831,10 +1834,7 @@ class _Machine:
                         offset=self.offset,
                     )
                 )
-            key = pid[2] if len(pid) > 2 else ""
-            # a checkpoint has thousands: a short string key is shown as _render would
-            shown = repr(key) if type(key) is str and len(key) <= 16 else _render(key, 40)
-            return _Opaque(f"torch storage {shown}")
+            return _Opaque(f"torch storage {_render(pid[2] if len(pid) > 2 else '', 40)}")
         text = _render(pid, self.limits.max_evidence_chars)
         analysis.event(
             self,
@@ -2033,7 +2033,7 @@ class _Machine:
     op_LONG = op_LONG1 = op_LONG4 = op_FLOAT = op_BINFLOAT = op_const
 
     def op_str(self, arg: str) -> None:
-        self.push(arg if len(arg) <= self.limits.max_const_bytes else self.const_str(arg))
+        self.push(self.const_str(arg))
 
     op_STRING = op_BINSTRING = op_SHORT_BINSTRING = op_str
     op_UNICODE = op_SHORT_BINUNICODE = op_BINUNICODE = op_BINUNICODE8 = op_str
