@@ -260,10 +260,10 @@ def _text_kind(head: bytes) -> str | None:
     return "text"
 
 
-def zip_kind(fh: io.BufferedIOBase | io.RawIOBase | io.BytesIO | object) -> str:
+def zip_kind(fh: BinaryIO) -> str:
     """Refine a zip archive: ``pytorch-zip``, ``torchscript``, ``keras``, ``npz`` or ``zip``."""
     try:
-        with zipfile.ZipFile(fh) as zf:  # type: ignore[arg-type]
+        with zipfile.ZipFile(fh) as zf:
             names = zf.namelist()[:100_000]
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
         return "zip"  # the archive scanner reports what is wrong with it
