@@ -662,8 +662,12 @@ def compile_phalanx() -> None:
 def repeated(run: Callable[[], Outcome], repeats: int, *, fastest: bool = False) -> Outcome:
     """Run ``run`` ``repeats`` times; the outcome of the median time (``fastest``: of the
     fastest, as ``timeit`` takes for a call in a warm process, where any other load on the
-    machine only adds time), with every time kept."""
-    outcomes = [run() for _ in range(max(1, repeats))]
+    machine only adds time: a sample's time is milliseconds), with every time kept. A run
+    that timed out or crashed is not repeated."""
+    outcomes = [run()]
+    while len(outcomes) < repeats and not (
+            outcomes[-1].verdict == "timeout" or outcomes[-1].detail.startswith("crash")):
+        outcomes.append(run())
     ranked = sorted(outcomes, key=lambda o: o.seconds)
     chosen = ranked[0] if fastest else ranked[(len(ranked) - 1) // 2]
     chosen.detail = (chosen.detail + " " if chosen.detail else "") + (
@@ -1153,24 +1157,12 @@ def scan_samples(tool: Tool, entries: list[dict[str, Any]], corpus_dir: Path,
         smallest = min(entries, key=lambda e: e["bytes"])
         warm.run(corpus_dir / str(smallest["path"]), args.timeout * 3)  # imports, not timed
         for entry in entries:
-            results[entry["name"]] = best_of(
+            results[entry["name"]] = repeated(
                 lambda entry=entry: warm.run(corpus_dir / str(entry["path"]), args.timeout),
-                args.sample_repeats)
+                args.sample_repeats, fastest=True)
     finally:
         warm.stop()
     return results
-
-
-def best_of(run: Callable[[], Outcome], repeats: int) -> Outcome:
-    """The first run's outcome with the fastest time of ``repeats`` runs (as ``timeit`` takes
-    the minimum: a sample's time is milliseconds, so any other process on the machine shows in
-    a single run). A run that timed out or crashed is not repeated."""
-    first = run()
-    for _ in range(repeats - 1):
-        if first.verdict == "timeout" or first.detail.startswith("crash"):
-            break
-        first.seconds = min(first.seconds, run().seconds)
-    return first
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1228,9 +1220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, api in apis.items():
             api(corpus_dir / str(manifest[0]["path"]))  # warm-up: load plugins and modules
             for entry in manifest:
-                matrix[entry["name"]][name] = best_of(
+                matrix[entry["name"]][name] = repeated(
                     lambda api=api, entry=entry: api(corpus_dir / str(entry["path"])),
-                    args.sample_repeats)
+                    args.sample_repeats, fastest=True)
             log(f"{name} done")
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futures = {pool.submit(scan_samples, tool, manifest, corpus_dir, args, env): tool
