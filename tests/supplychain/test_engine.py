@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from phalanx.core.findings import Severity
 from phalanx.supplychain.scan import scan_paths
 
@@ -32,3 +34,89 @@ def test_a_link_inside_the_tree_is_scanned(tmp_path: Path) -> None:
     report = scan_paths([tmp_path])
     assert sorted(Path(f.name).name for f in report.files) == ["a.pkl", "b.pkl"]
     assert sum(f.severity is Severity.CRITICAL for f in report.findings) == 2
+
+
+def test_the_bundled_scanners_handle_the_formats_the_table_gives_them() -> None:
+    from phalanx.core.registry import list_plugins, load_plugin
+    from phalanx.supplychain.scan.base import BUNDLED_FORMATS
+    from phalanx.supplychain.scan.sniff import FORMATS
+
+    bundled = [i for i in list_plugins("scanners")
+               if i.target.startswith("phalanx.supplychain.scan.")]
+    assert sorted(i.name for i in bundled) == sorted(BUNDLED_FORMATS)
+    for info in bundled:
+        assert load_plugin("scanners", info.name).formats == BUNDLED_FORMATS[info.name]
+    claimed = [f for formats in BUNDLED_FORMATS.values() for f in formats]
+    assert len(claimed) == len(set(claimed))
+    assert set(claimed) <= set(FORMATS)
+
+
+def test_a_scan_imports_only_the_scanners_its_files_need(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "model.pkl").write_bytes(b"\x80\x04K\x01.")
+    code = (
+        "import sys\n"
+        "from phalanx.supplychain.scan import scan_paths\n"
+        f"report = scan_paths([{str(tmp_path / 'model.pkl')!r}])\n"
+        "assert [f.format for f in report.files] == ['pickle'], report.files\n"
+        "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules\n"
+        "             if m.startswith('phalanx.supplychain.scan.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    loaded = set(eval(out))  # a list of module names printed by the child
+    assert "pickles" in loaded
+    assert not loaded & {"keras", "gguf", "onnx_model", "savedmodel", "safetensors_files",
+                         "pytorch", "numpy_files"}
+
+
+def test_other_scanner_plugins_take_formats_in_registry_name_order(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Registering a plugin needs an installed distribution; the registry's two functions are
+    # replaced instead, keeping the bundled entries and adding two plugins around them.
+    from phalanx.core import registry
+    from phalanx.supplychain.scan import base
+    from phalanx.supplychain.scan.base import FileScanner, ScanSession
+
+    class Early(FileScanner):
+        formats = ("pickle",)
+
+        def scan_source(self, source, session):  # type: ignore[no-untyped-def]
+            yield session.finding(source, "early", Severity.HIGH, "early plugin",
+                                  scanner="early")
+
+    class Late(FileScanner):
+        formats = ("pickle", "text")
+
+        def scan_source(self, source, session):  # type: ignore[no-untyped-def]
+            yield session.finding(source, "late", Severity.HIGH, "late plugin",
+                                  scanner="late")
+
+    real_list, real_load = registry.list_plugins, registry.load_plugin
+    extra = {"aaa-early": Early, "zzz-late": Late}
+
+    def fake_list(family: str | None = None) -> list[registry.PluginInfo]:
+        found = real_list(family)
+        found += [registry.PluginInfo("scanners", n, f"elsewhere:{c.__name__}", "other")
+                  for n, c in extra.items()]
+        return sorted(found, key=lambda i: i.name)
+
+    def fake_load(family: str, name: str) -> object:
+        return extra[name] if name in extra else real_load(family, name)
+
+    monkeypatch.setattr(registry, "list_plugins", fake_list)
+    monkeypatch.setattr(registry, "load_plugin", fake_load)
+    base._scanner_class.cache_clear()
+    try:
+        session = ScanSession()
+        assert isinstance(session.scanner_for("pickle"), Early)
+        assert isinstance(session.scanner_for("text"), Late)
+        assert session.scanner_for("npy").plugin_id() == "numpy"  # type: ignore[union-attr]
+        assert session.scanner_for("empty") is None
+        extra.pop("aaa-early")
+        base._scanner_class.cache_clear()
+        assert ScanSession().scanner_for("pickle").plugin_id() == "pickle"  # type: ignore[union-attr]
+    finally:
+        base._scanner_class.cache_clear()

@@ -96,9 +96,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
 from phalanx.core.findings import Finding, Severity
-from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
+from phalanx.supplychain.scan.base import BUNDLED_FORMATS, FileScanner, ScanSession, Source
 from phalanx.supplychain.scan.pickle_vm import REFS
-from phalanx.supplychain.scan.sniff import FORMATS
 
 __all__ = [
     "ArchiveMember",
@@ -1712,10 +1711,8 @@ class ArchiveScanner(FileScanner):
     paper = ("David Fifield, 'A better zip bomb', USENIX WOOT 2019, "
              "https://www.bamsoftware.com/hacks/zipbomb/ ; CVE-2007-4559")
     refs = REFS
-    # zlib streams (joblib's default compression) and LZMA-alone files are decompressed too,
-    # as soon as the sniffer names them: the formats are those of these the sniffer knows.
-    formats: ClassVar[tuple[str, ...]] = tuple(
-        f for f in ("zip", "tar", "gzip", "bz2", "xz", "zlib", "lzma") if f in FORMATS)
+    # zlib streams (joblib's default compression) and LZMA-alone files are decompressed too.
+    formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["archive"]
 
     def __init__(self) -> None:
         """No parameters: every bound comes from the session's ScanLimits."""

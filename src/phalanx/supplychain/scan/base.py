@@ -36,6 +36,7 @@ from phalanx.supplychain.scan.pickle_vm import REFS, PickleLimits, PickleReport,
 from phalanx.supplychain.scan.policy import PicklePolicy, load_policy
 
 __all__ = [
+    "BUNDLED_FORMATS",
     "CHECK_ID",
     "FileScanner",
     "ScanLimits",
@@ -48,6 +49,22 @@ logger = logging.getLogger(__name__)
 
 #: The check id every model-file finding carries.
 CHECK_ID = "model-scan"
+
+#: The formats of each bundled scanner, by registry name. The scanner classes take their
+#: ``formats`` from here, so a session knows which module handles a format without importing
+#: every scanner: a scan of pickles imports neither the Keras nor the GGUF scanner.
+BUNDLED_FORMATS: dict[str, tuple[str, ...]] = {
+    "archive": ("zip", "tar", "gzip", "bz2", "xz", "zlib", "lzma"),
+    "gguf": ("gguf",),
+    "keras": ("keras", "hdf5"),
+    "numpy": ("npy", "npz"),
+    "onnx": ("onnx",),
+    "pickle": ("pickle",),
+    "pytorch": ("pytorch-zip", "torchscript", "pytorch-legacy", "pytorch-tar"),
+    "safetensors": ("safetensors",),
+    "savedmodel": ("savedmodel",),
+}
+_BUNDLED_MODULE = "phalanx.supplychain.scan."
 
 _HEAD = 4096
 
@@ -223,6 +240,7 @@ class ScanSession:
         self.limits = limits if limits is not None else ScanLimits()
         self.ecosystems = ecosystems
         self._scanners = scanners
+        self._instances: dict[type[FileScanner], FileScanner] = {}
         self.scanned: list[ScannedFile] = []
         self.bytes_expanded = 0  # decompressed bytes read under the current top-level file
         self._formats: dict[str, str] = {}
@@ -230,10 +248,29 @@ class ScanSession:
     # -- dispatch ---------------------------------------------------------------------------
 
     def scanners(self) -> dict[str, FileScanner]:
-        """Format id to scanner instance (loaded from the registry on first use)."""
-        if self._scanners is None:
-            self._scanners = {fmt: cls() for fmt, cls in _scanner_classes().items()}
-        return self._scanners
+        """Format id to scanner instance, for every registered scanner (all imported now)."""
+        if self._scanners is not None:
+            return self._scanners
+        from phalanx.supplychain.scan.sniff import FORMATS
+
+        found = {fmt: self.scanner_for(fmt) for fmt in FORMATS}
+        return {fmt: scanner for fmt, scanner in found.items() if scanner is not None}
+
+    def scanner_for(self, fmt: str) -> FileScanner | None:
+        """The scanner for format ``fmt``, ``None`` if no registered scanner handles it.
+
+        Only that scanner's module is imported (on first use), and one instance of each
+        scanner class serves all its formats for the session.
+        """
+        if self._scanners is not None:
+            return self._scanners.get(fmt)
+        cls = _scanner_class(fmt)
+        if cls is None:
+            return None
+        scanner = self._instances.get(cls)
+        if scanner is None:
+            scanner = self._instances[cls] = cls()
+        return scanner
 
     def format_of(self, source: Source) -> str:
         """The format sniffed for ``source`` when the session dispatched it (sniffed now if
@@ -267,7 +304,7 @@ class ScanSession:
             yield self.error(source, f"cannot read: {exc.strerror or exc}", scanner="session")
             return
         self._formats[source.name] = fmt
-        scanner = self.scanners().get(fmt)
+        scanner = self.scanner_for(fmt)
         record = ScannedFile(source.name, fmt, source.size,
                              scanner.plugin_id() if scanner else "-", source.depth)
         self.scanned.append(record)
@@ -392,17 +429,25 @@ class ScanSession:
         )
 
 
-@functools.lru_cache(maxsize=1)
-def _scanner_classes() -> dict[str, type[FileScanner]]:
-    """Format id to the registered scanner class (first registered wins), read once."""
+@functools.cache
+def _scanner_class(fmt: str) -> type[FileScanner] | None:
+    """The registered scanner class for ``fmt``: the first, in registry-name order, whose
+    ``formats`` name it. A bundled scanner's formats are read from :data:`BUNDLED_FORMATS`, so
+    its module is imported only when it is the one chosen; any other plugin is imported to
+    read its ``formats``."""
     from phalanx.core.registry import list_plugins, load_plugin
 
-    table: dict[str, type[FileScanner]] = {}
     for info in list_plugins("scanners"):
+        bundled = (BUNDLED_FORMATS.get(info.name)
+                   if info.target.startswith(_BUNDLED_MODULE) else None)
+        if bundled is not None:
+            if fmt in bundled:
+                return load_plugin("scanners", info.name)  # type: ignore[no-any-return]
+            continue
         cls = load_plugin("scanners", info.name)
-        for fmt in getattr(cls, "formats", ()):
-            table.setdefault(fmt, cls)
-    return table
+        if fmt in getattr(cls, "formats", ()):
+            return cls  # type: ignore[no-any-return]
+    return None
 
 
 @dataclass

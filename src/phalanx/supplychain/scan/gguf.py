@@ -41,7 +41,7 @@ from phalanx.core.findings import Finding, Severity
 from phalanx.core.plugin import Constraint, Interval
 from phalanx.supplychain.scan._quiet import file_text_warnings_ignored
 from phalanx.supplychain.scan.archive import slice_source
-from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
+from phalanx.supplychain.scan.base import BUNDLED_FORMATS, FileScanner, ScanSession, Source
 from phalanx.supplychain.scan.pickle_vm import REFS
 from phalanx.supplychain.scan.sniff import sniff_bytes
 
@@ -1039,7 +1039,7 @@ class GgufScanner(FileScanner):
     paper = ("ggml-org, 'GGUF' file format specification, "
              "https://github.com/ggml-org/ggml/blob/master/docs/gguf.md")
     refs = REFS
-    formats: ClassVar[tuple[str, ...]] = ("gguf",)
+    formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["gguf"]
     constraints: ClassVar[Mapping[str, Constraint]] = {
         "max_template_chars": Interval(1, None, integer=True)}
 

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, cast
 
 from phalanx.core.findings import Finding, Severity
-from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
+from phalanx.supplychain.scan.base import BUNDLED_FORMATS, FileScanner, ScanSession, Source
 from phalanx.supplychain.scan.pickle_vm import REFS
 from phalanx.supplychain.scan.policy import PicklePolicy
 
@@ -725,7 +725,7 @@ class KerasScanner(FileScanner):
     paper = ("Keras security advisories, "
              "https://github.com/keras-team/keras/security/advisories")
     refs = REFS
-    formats: ClassVar[tuple[str, ...]] = ("keras", "hdf5")
+    formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["keras"]
 
     def __init__(self, *, hdf5_timeout: float = 60.0) -> None:
         self.hdf5_timeout = hdf5_timeout

@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 from phalanx.core.findings import Finding, Severity
 from phalanx.supplychain.scan._quiet import file_text_warnings_ignored
 from phalanx.supplychain.scan.archive import iter_zip_members, slice_source
-from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
+from phalanx.supplychain.scan.base import BUNDLED_FORMATS, FileScanner, ScanSession, Source
 from phalanx.supplychain.scan.pickle_vm import REFS
 
 __all__ = ["NpyHeader", "NumpyScanner", "parse_npy_header"]
@@ -255,7 +255,7 @@ class NumpyScanner(FileScanner):
     title = "NumPy arrays (.npy, .npz)"
     paper = "CVE-2019-6446 (numpy.load unpickles object arrays), https://nvd.nist.gov/vuln/detail/CVE-2019-6446"
     refs = REFS
-    formats: ClassVar[tuple[str, ...]] = ("npy", "npz")
+    formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["numpy"]
 
     def __init__(self) -> None:
         """No parameters: every bound comes from the session's ScanLimits."""

@@ -39,7 +39,7 @@ from phalanx.supplychain.scan._protobuf import (
     mapped,
     problem_finding,
 )
-from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source, Tally
+from phalanx.supplychain.scan.base import BUNDLED_FORMATS, FileScanner, ScanSession, Source, Tally
 from phalanx.supplychain.scan.pickle_vm import REFS
 
 __all__ = ["STANDARD_DOMAINS", "OnnxScanner"]
@@ -73,7 +73,7 @@ class OnnxScanner(FileScanner):
     paper = ("ONNX external data path traversal, CVE-2022-25882 and CVE-2024-27318, "
              "https://nvd.nist.gov/vuln/detail/CVE-2022-25882")
     refs = REFS
-    formats: ClassVar[tuple[str, ...]] = ("onnx",)
+    formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["onnx"]
 
     def scan_source(self, source: Source, session: ScanSession) -> Iterator[Finding]:
         """Walk every graph and function of the model."""

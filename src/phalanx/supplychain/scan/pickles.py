@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 from phalanx.core.findings import Finding
-from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
+from phalanx.supplychain.scan.base import BUNDLED_FORMATS, FileScanner, ScanSession, Source
 from phalanx.supplychain.scan.pickle_vm import REFS
 
 __all__ = ["PickleScanner"]
@@ -33,7 +33,7 @@ class PickleScanner(FileScanner):
              "2021, https://blog.trailofbits.com/2021/03/15/never-a-dill-moment-exploiting-"
              "machine-learning-pickle-files/")
     refs = REFS
-    formats: ClassVar[tuple[str, ...]] = ("pickle",)
+    formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["pickle"]
 
     def scan_source(self, source: Source, session: ScanSession) -> Iterator[Finding]:
         """Analyse the pickle stream of ``source``."""

@@ -82,7 +82,7 @@ from typing import Any, BinaryIO, ClassVar
 from phalanx.core.findings import Finding, Severity
 from phalanx.supplychain.scan._quiet import file_text_warnings_ignored
 from phalanx.supplychain.scan.archive import _read_at, _Window, _window
-from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source
+from phalanx.supplychain.scan.base import BUNDLED_FORMATS, FileScanner, ScanSession, Source
 from phalanx.supplychain.scan.pickle_vm import REFS, PickleReport, analyse_pickle
 from phalanx.supplychain.scan.policy import Judgement, PicklePolicy, Verdict
 
@@ -157,8 +157,7 @@ class PyTorchScanner(FileScanner):
     paper = ("PyTorch documentation, 'Serialization semantics' and torch.load's warning, "
              "https://pytorch.org/docs/stable/notes/serialization.html")
     refs = REFS
-    formats: ClassVar[tuple[str, ...]] = ("pytorch-zip", "torchscript", "pytorch-legacy",
-                                          "pytorch-tar")
+    formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["pytorch"]
 
     def scan_source(self, source: Source, session: ScanSession) -> Iterator[Finding]:
         """Scan a checkpoint in whichever of the four layouts its bytes show."""

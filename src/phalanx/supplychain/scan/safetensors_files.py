@@ -34,7 +34,13 @@ from typing import Any, ClassVar
 
 from phalanx.core.findings import Finding, Severity
 from phalanx.supplychain.scan.archive import slice_source
-from phalanx.supplychain.scan.base import FileScanner, ScanLimits, ScanSession, Source
+from phalanx.supplychain.scan.base import (
+    BUNDLED_FORMATS,
+    FileScanner,
+    ScanLimits,
+    ScanSession,
+    Source,
+)
 from phalanx.supplychain.scan.pickle_vm import REFS
 from phalanx.supplychain.scan.sniff import sniff_bytes
 
@@ -411,7 +417,7 @@ class SafetensorsScanner(FileScanner):
     paper = ("Hugging Face, 'safetensors' format specification and reference implementation, "
              "https://github.com/huggingface/safetensors")
     refs = REFS
-    formats: ClassVar[tuple[str, ...]] = ("safetensors",)
+    formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["safetensors"]
 
     def __init__(self) -> None:
         """No parameters: the limits come from the scan session."""

@@ -41,7 +41,7 @@ from phalanx.supplychain.scan._protobuf import (
     mapped,
     problem_finding,
 )
-from phalanx.supplychain.scan.base import FileScanner, ScanSession, Source, Tally
+from phalanx.supplychain.scan.base import BUNDLED_FORMATS, FileScanner, ScanSession, Source, Tally
 from phalanx.supplychain.scan.keras import analyse_config
 from phalanx.supplychain.scan.pickle_vm import REFS
 
@@ -132,7 +132,7 @@ class SavedModelScanner(FileScanner):
     paper = ("TensorFlow security model, 'Using TensorFlow Securely', "
              "https://github.com/tensorflow/tensorflow/blob/master/SECURITY.md")
     refs = REFS
-    formats: ClassVar[tuple[str, ...]] = ("savedmodel",)
+    formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["savedmodel"]
 
     def scan_source(self, source: Source, session: ScanSession) -> Iterator[Finding]:
         """Judge every operation of every graph and function in ``saved_model.pb``."""
