@@ -67,6 +67,7 @@ BUNDLED_FORMATS: dict[str, tuple[str, ...]] = {
 _BUNDLED_MODULE = "phalanx.supplychain.scan."
 
 _HEAD = 4096
+_SMALL_FILE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -123,11 +124,23 @@ class Source:
     @classmethod
     def from_path(cls, path: str | Path, *, name: str | None = None,
                   root: Path | None = None) -> Source:
-        """A file on disk (read lazily; a missing file fails when opened)."""
+        """A file on disk. A file of up to 64 KiB is read now, in one read, and served from
+        memory (the sniffer and the scanner would each open it); a larger one is read lazily.
+
+        Raises:
+            OSError: The file cannot be read (a larger one's errors come when it is opened).
+        """
         p = Path(path)
         size = p.stat().st_size
+        root = root if root is not None else p.parent
+        if size <= _SMALL_FILE:
+            with open(p, "rb") as fh:
+                blob = fh.read(_SMALL_FILE + 1)
+            if len(blob) <= _SMALL_FILE:  # else it grew since: read it lazily after all
+                return cls(name=name or str(p), size=len(blob),
+                           opener=lambda: io.BytesIO(blob), path=p, root=root)
         return cls(name=name or str(p), size=size, opener=lambda: open(p, "rb"), path=p,
-                   root=root if root is not None else p.parent)
+                   root=root)
 
     @classmethod
     def from_bytes(cls, name: str, data: bytes, *, depth: int = 0,
