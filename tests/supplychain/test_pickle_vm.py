@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -1284,3 +1285,15 @@ def test_mutated_pickles_never_raise(base: bytes, edits: list[tuple[str, int, in
         elif kind == "truncate":
             del data[i:]
     _assert_handled(bytes(data))
+
+
+def test_invalid_escapes_in_a_protocol_0_string_warn_nobody() -> None:
+    # pickletools decodes STRING lines with codecs.escape_decode, which warns about '\q'.
+    data = b"S'a\\q'\np0\n."
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = analyse_pickle(data)
+        # popping an empty stack fails the load; the analyser reads on to the STOP (_lint)
+        lint = analyse_pickle(b"0" + data)
+    assert report.findings == [] and report.complete
+    assert [f.evidence["kind"] for f in lint.findings] == ["malformed"]

@@ -718,6 +718,7 @@ _ARG_KINDS: dict[str, tuple[int, int]] = {
     "long1": (_LONG, 1), "long4": (_LONG, -4),
 }
 _STOP = next(op for op in pickletools.opcodes if op.name == "STOP")
+_STRING = next(op for op in pickletools.opcodes if op.name == "STRING")
 #: Per opcode byte: (pickletools opcode, argument kind, width); ``None`` for unknown bytes.
 _DECODE: list[tuple[pickletools.OpcodeInfo, int, int] | None] = [None] * 256
 for _op in pickletools.opcodes:
@@ -868,6 +869,11 @@ class _Reader:
         self._pos += i - self._i
         self._i = i
         assert op.arg is not None
+        if op is _STRING:
+            # STRING arguments are decoded with codecs.escape_decode, which warns about
+            # invalid escapes: the file's text, not the caller's problem.
+            with file_text_warnings_ignored():
+                return op.arg.reader(self)  # type: ignore[arg-type]  # duck-typed file
         return op.arg.reader(self)  # type: ignore[arg-type]  # duck-typed file
 
     # -- the buffer -------------------------------------------------------------------------
@@ -879,6 +885,8 @@ class _Reader:
         avail = len(buf) - i
         if avail >= n:
             return avail
+        if self._remaining is not None and self._pos + avail >= self._remaining:
+            return avail  # the rest of the stream is buffered: a read would return nothing
         parts = [buf[i:]]
         while avail < n:
             chunk = self._raw.read(max(n - avail, _READAHEAD))
@@ -2466,9 +2474,7 @@ def analyse_pickle(
         io.BytesIO(bytes(data)) if isinstance(data, (bytes, bytearray, memoryview)) else data
     )
     try:
-        # pickletools decodes STRING arguments with codecs.escape_decode, which warns
-        with file_text_warnings_ignored():
-            analysis.run_stream(stream, depth=0, via="", max_pickles=max_pickles)
+        analysis.run_stream(stream, depth=0, via="", max_pickles=max_pickles)
     except Exception as exc:  # fail closed: an analyser bug must not pass a file
         logger.debug("pickle analysis of %s failed", origin or "<bytes>", exc_info=True)
         analysis.malformed(0, "", 0, 0, f"internal analyser error ({type(exc).__name__})")
