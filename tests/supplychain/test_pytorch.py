@@ -154,6 +154,25 @@ def test_state_dict_zip_is_clean(state_zip: bytes) -> None:
     assert "pickle-torch-storage" in rules(findings)  # the INFO: storages referenced
 
 
+def test_the_zip_directory_is_read_once_by_zipfile(state_zip: bytes,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    real = zipfile.ZipFile._RealGetContents
+
+    def counted(self: zipfile.ZipFile) -> None:
+        reads.append(1)
+        real(self)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", counted)
+    session = ScanSession()
+    source = Source.from_bytes("m.pt", state_zip)
+    assert clean(list(session.scan(source)))
+    assert len(reads) == 1  # the sniffer's read, which the PyTorch scanner reuses
+    assert not session._zip_directories  # kept only while the source is scanned
+    assert [i.filename for i in session.zip_directory(source)] == \
+        zipfile.ZipFile(io.BytesIO(state_zip)).namelist()
+
+
 def test_full_module_zip_is_clean() -> None:
     findings = scan(saved(model()))
     assert clean(findings), describe(findings)

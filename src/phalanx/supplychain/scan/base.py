@@ -24,6 +24,7 @@ import io
 import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -257,6 +258,9 @@ class ScanSession:
         self.scanned: list[ScannedFile] = []
         self.bytes_expanded = 0  # decompressed bytes read under the current top-level file
         self._formats: dict[str, str] = {}
+        # Zip central directories the sniffer read, by source name, while the source is
+        # being scanned (see zip_directory).
+        self._zip_directories: dict[str, list[zipfile.ZipInfo]] = {}
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -295,10 +299,24 @@ class ScanSession:
             fmt = sniff(source)
         return fmt
 
+    def zip_directory(self, source: Source) -> list[zipfile.ZipInfo]:
+        """The central directory of the zip ``source``, as :mod:`zipfile` reads it.
+
+        While the session scans ``source``, this is the directory the sniffer read to tell
+        the format, not a second parse of it.
+
+        Raises:
+            zipfile.BadZipFile: (and the other errors :class:`zipfile.ZipFile` raises) The
+                directory does not parse.
+        """
+        infos = self._zip_directories.get(source.name)
+        if infos is None:
+            with source.open() as fh, zipfile.ZipFile(fh) as zf:
+                infos = zf.infolist()
+        return infos
+
     def scan(self, source: Source) -> Iterator[Finding]:
         """Sniff ``source``'s format and run its scanner; findings for depth and errors."""
-        from phalanx.supplychain.scan.sniff import UNSCANNABLE, sniff
-
         if source.depth > self.limits.max_depth:
             yield self.finding(
                 source, "container-depth", Severity.MEDIUM,
@@ -312,7 +330,15 @@ class ScanSession:
                                             complete=False))
             return
         try:
-            fmt = sniff(source)
+            yield from self._sniff_and_scan(source)
+        finally:
+            self._zip_directories.pop(source.name, None)
+
+    def _sniff_and_scan(self, source: Source) -> Iterator[Finding]:
+        from phalanx.supplychain.scan.sniff import UNSCANNABLE, sniff
+
+        try:
+            fmt = sniff(source, zip_directories=self._zip_directories)
         except OSError as exc:
             yield self.error(source, f"cannot read: {exc.strerror or exc}", scanner="session")
             return

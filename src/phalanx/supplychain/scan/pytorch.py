@@ -370,7 +370,7 @@ class _Zip(_Job):
             return
         with fh:
             try:
-                infos = zipfile.ZipFile(fh).infolist()[: self.session.limits.max_members]
+                infos = self.session.zip_directory(self.source)[: self.session.limits.max_members]
             except (zipfile.BadZipFile, OSError, ValueError, EOFError,
                     NotImplementedError) as exc:
                 yield self.malformed(f"the zip directory does not parse ({exc})")

@@ -64,15 +64,22 @@ _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _HEAD = 4096
 
 
-def sniff(source: Source) -> str:
-    """The format of ``source``, from its content (see the module docstring for the ids)."""
+def sniff(source: Source, *,
+          zip_directories: dict[str, list[zipfile.ZipInfo]] | None = None) -> str:
+    """The format of ``source``, from its content (see the module docstring for the ids).
+
+    Args:
+        source: What to sniff.
+        zip_directories: Where a zip's central directory, as :mod:`zipfile` read it to refine
+            the format, is kept under the source's name, for its scanner to reuse.
+    """
     if source.size == 0:
         return "empty"
     head = source.head(_HEAD)
     fmt = sniff_bytes(head, size=source.size)
     if fmt == "zip":
         with source.open() as fh:
-            return zip_kind(fh)
+            return _zip_kind(fh, source.name, zip_directories)
     if fmt == "tar":
         with source.open() as fh:
             return _tar_kind(fh)
@@ -99,7 +106,7 @@ def sniff(source: Source) -> str:
         with source.open() as fh:
             if _has_zip_end_record(fh, source.size):
                 fh.seek(0)
-                return zip_kind(fh)
+                return _zip_kind(fh, source.name, zip_directories)
     return fmt
 
 
@@ -262,11 +269,19 @@ def _text_kind(head: bytes) -> str | None:
 
 def zip_kind(fh: BinaryIO) -> str:
     """Refine a zip archive: ``pytorch-zip``, ``torchscript``, ``keras``, ``npz`` or ``zip``."""
+    return _zip_kind(fh, "", None)
+
+
+def _zip_kind(fh: BinaryIO, name: str,
+              directories: dict[str, list[zipfile.ZipInfo]] | None) -> str:
     try:
         with zipfile.ZipFile(fh) as zf:
-            names = zf.namelist()[:100_000]
+            infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
         return "zip"  # the archive scanner reports what is wrong with it
+    if directories is not None:
+        directories[name] = infos
+    names = [info.filename for info in infos[:100_000]]
     if not names:
         return "zip"
     roots = {n.split("/", 1)[0] for n in names}
