@@ -17,6 +17,23 @@ def test_builtins_are_registered_by_entry_points() -> None:
             ("reporters", "html"), ("reporters", "sarif")} <= names
 
 
+def test_plugin_targets_name_what_list_plugins_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    from phalanx.core.registry import FAMILIES, plugin_targets
+
+    expected = {family: {p.name: p.target for p in list_plugins(family)} for family in FAMILIES}
+
+    def no_metadata(self: object) -> None:
+        raise AssertionError("plugin_targets read a distribution's metadata")
+
+    monkeypatch.setattr(metadata.Distribution, "metadata", property(no_metadata))
+    for family in FAMILIES:
+        targets = plugin_targets(family)
+        assert targets == expected[family]
+        assert list(targets) == sorted(targets)
+
+
 def test_unknown_plugin_suggests_close_names() -> None:
     with pytest.raises(UnknownPluginError, match="did you mean pgd"):
         load_plugin("attacks", "pdg")

@@ -94,19 +94,18 @@ def test_other_scanner_plugins_take_formats_in_registry_name_order(
             yield session.finding(source, "late", Severity.HIGH, "late plugin",
                                   scanner="late")
 
-    real_list, real_load = registry.list_plugins, registry.load_plugin
+    real_targets, real_load = registry.plugin_targets, registry.load_plugin
     extra = {"aaa-early": Early, "zzz-late": Late}
 
-    def fake_list(family: str | None = None) -> list[registry.PluginInfo]:
-        found = real_list(family)
-        found += [registry.PluginInfo("scanners", n, f"elsewhere:{c.__name__}", "other")
-                  for n, c in extra.items()]
-        return sorted(found, key=lambda i: i.name)
+    def fake_targets(family: str) -> dict[str, str]:
+        found = real_targets(family)
+        found.update({n: f"elsewhere:{c.__name__}" for n, c in extra.items()})
+        return dict(sorted(found.items()))
 
     def fake_load(family: str, name: str) -> object:
         return extra[name] if name in extra else real_load(family, name)
 
-    monkeypatch.setattr(registry, "list_plugins", fake_list)
+    monkeypatch.setattr(registry, "plugin_targets", fake_targets)
     monkeypatch.setattr(registry, "load_plugin", fake_load)
     base._scanner_class.cache_clear()
     try:

@@ -474,16 +474,15 @@ def _scanner_class(fmt: str) -> type[FileScanner] | None:
     ``formats`` name it. A bundled scanner's formats are read from :data:`BUNDLED_FORMATS`, so
     its module is imported only when it is the one chosen; any other plugin is imported to
     read its ``formats``."""
-    from phalanx.core.registry import list_plugins, load_plugin
+    from phalanx.core.registry import load_plugin, plugin_targets
 
-    for info in list_plugins("scanners"):
-        bundled = (BUNDLED_FORMATS.get(info.name)
-                   if info.target.startswith(_BUNDLED_MODULE) else None)
+    for name, target in plugin_targets("scanners").items():
+        bundled = BUNDLED_FORMATS.get(name) if target.startswith(_BUNDLED_MODULE) else None
         if bundled is not None:
             if fmt in bundled:
-                return load_plugin("scanners", info.name)  # type: ignore[no-any-return]
+                return load_plugin("scanners", name)  # type: ignore[no-any-return]
             continue
-        cls = load_plugin("scanners", info.name)
+        cls = load_plugin("scanners", name)
         if fmt in getattr(cls, "formats", ()):
             return cls  # type: ignore[no-any-return]
     return None
