@@ -52,6 +52,7 @@ def test_the_bundled_scanners_handle_the_formats_the_table_gives_them() -> None:
 
 
 def test_a_scan_imports_only_the_scanners_its_files_need(tmp_path: Path) -> None:
+    import json
     import subprocess
     import sys
 
@@ -61,19 +62,20 @@ def test_a_scan_imports_only_the_scanners_its_files_need(tmp_path: Path) -> None
         "from phalanx.supplychain.scan import scan_paths\n"
         f"report = scan_paths([{str(tmp_path / 'model.pkl')!r}])\n"
         "assert [f.format for f in report.files] == ['pickle'], report.files\n"
-        "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules\n"
-        "             if m.startswith('phalanx.supplychain.scan.')))\n"
+        "import json\n"
+        "print(json.dumps([m.rsplit('.', 1)[1] for m in sys.modules\n"
+        "                  if m.startswith('phalanx.supplychain.scan.')]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    loaded = set(eval(out))  # a list of module names printed by the child
+    loaded = set(json.loads(out))
     assert "pickles" in loaded
     assert not loaded & {"keras", "gguf", "onnx_model", "savedmodel", "safetensors_files",
                          "pytorch", "numpy_files"}
 
 
 def test_other_scanner_plugins_take_formats_in_registry_name_order(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # Registering a plugin needs an installed distribution; the registry's two functions are
     # replaced instead, keeping the bundled entries and adding two plugins around them.
     from phalanx.core import registry
