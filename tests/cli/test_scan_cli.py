@@ -42,6 +42,33 @@ def test_clean_directory_exits_0(tree: dict[str, Path], capsys: pytest.CaptureFi
     assert "scanned 2 file(s)" in err and "findings: none" in err
 
 
+def test_summary_line_off_a_terminal_is_plain_and_needs_no_rich(tree: dict[str, Path]) -> None:
+    """Off a terminal the summary is one plain line, written without importing rich; with
+    FORCE_COLOR rich draws it, coloured."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, sys\n"
+            "from phalanx.cli.main import main\n"
+            "code = main(sys.argv[1:])\n"
+            "print(json.dumps([code, 'rich' in sys.modules]))\n")
+    unknown = tree["bad"].parent / "unknown.pkl"
+    unknown.write_bytes(b"cmypkg\nThing\n.")  # an import on no allowlist: medium
+    args = [sys.executable, "-c", code, "scan", str(tree["bad"]), str(unknown), "--no-store",
+            "--format", "json", "-o", os.devnull]
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    plain = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    assert json.loads(plain.stdout) == [1, False], plain.stderr
+    assert plain.stderr.startswith("scanned 3 file(s) and 0 member(s), 0.0 MB in ")
+    assert plain.stderr.endswith(" s; findings: 1 critical, 1 medium\n")
+    coloured = subprocess.run(args, capture_output=True, text=True, check=False,
+                              env=env | {"FORCE_COLOR": "1"})
+    assert json.loads(coloured.stdout) == [1, True], coloured.stderr
+    assert "\x1b[" in coloured.stderr and "1 critical" in coloured.stderr
+    assert not tree["canary"].exists()
+
+
 def test_malicious_file_exits_1_and_names_the_call(
     tree: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

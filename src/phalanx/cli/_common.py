@@ -66,6 +66,33 @@ class State:
         if not self.quiet:
             self.stderr.print(text)
 
+    def line(self, *parts: str | tuple[str, str]) -> None:
+        """One line on stderr, never wrapped, from plain strings and ``(text, style)`` pairs
+        (whatever ``--quiet`` says: the caller decides).
+
+        Text is taken literally (no rich markup), so names from files need no escaping. Off
+        a terminal, where rich would print no colours anyway, the line is written directly:
+        a `phalanx scan` in a CI step does not import rich for its summary line (about 30
+        ms of its start-up). ``FORCE_COLOR`` or ``TTY_COMPATIBLE`` keep rich in charge.
+        """
+        if self._stderr is None and not _rich_wanted():
+            sys.stderr.write("".join(p if isinstance(p, str) else p[0] for p in parts) + "\n")
+            sys.stderr.flush()
+            return
+        from rich.text import Text
+
+        self.stderr.print(Text.assemble(*parts), soft_wrap=True)
+
+
+def _rich_wanted() -> bool:
+    """Whether stderr gets rich's rendering: a terminal, or colours forced by the user."""
+    if os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE", "") not in ("", "0"):
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
 
 def state(ctx: typer.Context) -> State:
     """The shared options of the running command."""
@@ -216,7 +243,7 @@ def recording(st: State, run: Run, *, store: bool) -> Iterator[Callable[[Result]
 def say_stored(st: State, run: Run, *, stored: bool) -> None:
     """The line that says where the run went (nothing with ``--quiet`` or ``--no-store``)."""
     if stored and not st.quiet:
-        st.stderr.print(f"run {run.id[:12]} stored ({run.status.value})")
+        st.line(f"run {run.id[:12]} stored ({run.status.value})")
 
 
 SEVERITY_STYLE = {

@@ -115,10 +115,12 @@ def _summary(st: State, run: Run, *, stored: bool) -> None:
     members = int(result.metric("members_scanned").value)
     size = result.metric("bytes_scanned").value / 1e6
     seconds = result.metric("scan_seconds").value
-    counts = run.severity_counts()
-    parts = [f"[{SEVERITY_STYLE[s]}]{n} {s.label}[/]"
-             for s, n in sorted(counts.items(), reverse=True) if n]
-    st.stderr.print(f"scanned {files} file(s) and {members} member(s), {size:.1f} MB in "
-                    f"{seconds:.2f} s; findings: {', '.join(parts) if parts else 'none'}",
-                    soft_wrap=True)  # one line in a CI log, not cut at 80 columns
+    counts = [(f"{n} {s.label}", SEVERITY_STYLE[s])
+              for s, n in sorted(run.severity_counts().items(), reverse=True) if n]
+    parts: list[str | tuple[str, str]] = [
+        f"scanned {files} file(s) and {members} member(s), {size:.1f} MB in {seconds:.2f} s; "
+        "findings: "]
+    for i, count in enumerate(counts):
+        parts += [", ", count] if i else [count]
+    st.line(*parts if counts else [*parts, "none"])  # one line in a CI log, never cut
     say_stored(st, run, stored=stored)
