@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint typecheck contracts pytest data models install dev clean
+.PHONY: demo test lint typecheck contracts pytest data models install dev clean allowlist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ pytest: dev data models
 	$(BIN)/python -m pytest
 
 test: lint typecheck contracts pytest
+
+# The bundled pickle allowlist's parsed copy (pickle.json), rewritten after pickle.yaml is edited.
+allowlist: install
+	$(BIN)/python -c "from phalanx.supplychain.scan.policy import compile_bundled_policy as c; print(c())"
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
