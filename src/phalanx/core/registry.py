@@ -6,7 +6,10 @@ Built-in plugins are registered exactly like third-party ones, in ``pyproject.to
     pgd = "phalanx.evasion.pgd:PGD"
 
 Listing plugins reads entry-point metadata only and imports nothing; loading one imports just
-its module.
+its module. The entry points are read from the installed distributions' ``entry_points.txt``
+files by :mod:`phalanx.core._entry_points`, by the rules of ``importlib.metadata`` (asked
+instead where those rules may not be the whole story), which spares every command about 40 ms
+of start-up.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import dataclass
-from importlib import metadata
+from pathlib import Path
 from typing import Any
 
+from phalanx.core._entry_points import Entry, load_entry, read_entries
 from phalanx.errors import PluginError, UnknownPluginError
 
 #: Plugin families and their entry-point groups.
@@ -56,19 +60,25 @@ def _group(family: str) -> str:
         raise UnknownPluginError(f"unknown plugin family {family!r}; known: {known}") from None
 
 
-def _entry_points(family: str) -> list[metadata.EntryPoint]:
-    return list(_cached_entry_points().get(_group(family), ()))
+def _entry_points(family: str) -> tuple[Entry, ...]:
+    return _cached_entry_points().get(_group(family), ())
 
 
 @functools.cache
-def _cached_entry_points() -> dict[str, tuple[metadata.EntryPoint, ...]]:
-    # Reading entry points walks every installed distribution's metadata, about 12 ms however
-    # many groups are asked for; what is installed does not change while a process runs, so
-    # every family's group is read in that one walk, once. ``refresh()`` forgets them (after
-    # installing a plugin in a running interpreter).
-    found = metadata.entry_points()
-    return {group: tuple(sorted(found.select(group=group), key=lambda ep: ep.name))
-            for group in FAMILIES.values()}
+def _cached_entry_points() -> dict[str, tuple[Entry, ...]]:
+    # What is installed does not change while a process runs, so every family's group is read
+    # in one walk, once. ``refresh()`` forgets them (after installing a plugin in a running
+    # interpreter).
+    groups = tuple(FAMILIES.values())
+    found = read_entries(groups)
+    if found is None:
+        from importlib import metadata
+
+        eps = metadata.entry_points()
+        found = {group: [Entry(ep.name, ep.value, ep.dist) for ep in eps.select(group=group)]
+                 for group in groups}
+    return {group: tuple(sorted(entries, key=lambda ep: ep.name))
+            for group, entries in found.items()}
 
 
 def refresh() -> None:
@@ -82,9 +92,19 @@ def list_plugins(family: str | None = None) -> list[PluginInfo]:
     found: list[PluginInfo] = []
     for fam in families:
         for ep in _entry_points(fam):
-            dist = ep.dist.name if ep.dist is not None else ""
-            found.append(PluginInfo(fam, ep.name, ep.value, dist))
+            found.append(PluginInfo(fam, ep.name, ep.value, _distribution_name(ep.origin)))
     return found
+
+
+def _distribution_name(origin: object) -> str:
+    """The distribution's name as its metadata spells it (``""`` when it cannot be read)."""
+    from importlib import metadata
+
+    if isinstance(origin, str):
+        origin = metadata.PathDistribution(Path(origin))
+    if not isinstance(origin, metadata.Distribution):
+        return ""
+    return origin.name or ""
 
 
 def plugin_targets(family: str) -> dict[str, str]:
@@ -110,6 +130,6 @@ def load_plugin(family: str, name: str) -> Any:
         hint = f"did you mean {', '.join(close)}?" if close else "see `phalanx plugins list`"
         raise UnknownPluginError(f"no {family[:-1]} plugin named {name!r}", hint=hint)
     try:
-        return eps[name].load()
+        return load_entry(eps[name].value)
     except ImportError as exc:
         raise PluginError(f"plugin {family}/{name} failed to import: {exc}") from exc
