@@ -26,6 +26,31 @@ def test_finding_is_frozen_and_gets_a_stable_content_id() -> None:
         a.title = "other"  # type: ignore[misc]
 
 
+def test_content_id_is_worked_out_once_and_only_when_read() -> None:
+    import hashlib
+    import pickle
+
+    class Counted:  # evidence that is not JSON: the id's hash writes it with str()
+        calls = 0
+
+        def __str__(self) -> str:
+            Counted.calls += 1
+            return "counted"
+
+    f = Finding(check="model-scan", severity="high", title="t", evidence={"x": Counted()})
+    assert Counted.calls == 0  # a finding that is only rebuilt into another never hashes
+    expected = hashlib.sha256(b'["model-scan","t","",{"x":"counted"}]').hexdigest()[:12]
+    assert f.id == f"model-scan-{expected}" == f.id == f.to_dict()["id"]
+    assert Counted.calls == 1
+    assert Finding(check="c", severity=Severity.LOW, title="t", id="given").id == "given"
+    plain = Finding(check="c", severity=Severity.LOW, title="t", evidence={"k": [1, 2]})
+    copied = pickle.loads(pickle.dumps(plain))  # before the id was read, then after
+    assert copied.id == plain.id == pickle.loads(pickle.dumps(plain)).id
+    assert dataclasses.replace(plain, detail="more").id == plain.id
+    assert [f.name for f in dataclasses.fields(Finding)][-1] == "id"
+    assert Finding(check="c", severity=2, title="t").severity is Severity.MEDIUM
+
+
 def test_run_round_trips_through_json() -> None:
     result = Result(
         check="robustness",

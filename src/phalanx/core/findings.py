@@ -46,6 +46,26 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
 
 
+class _ContentId:
+    """The ``id`` field of :class:`Finding`: the one given, else derived from the content the
+    first time it is read (a hash of the check, title, plugin and evidence, about 10 us), so
+    findings that are only looked at, or rebuilt into others, never pay for it."""
+
+    def __get__(self, obj: Finding | None, owner: type | None = None) -> str:
+        if obj is None:
+            return ""  # the field's default, as dataclasses asks for it
+        value: str = obj.__dict__.get("_id", "")
+        if not value:
+            digest = hashlib.sha256(
+                _canonical([obj.check, obj.title, obj.plugin_id, obj.evidence]).encode()
+            ).hexdigest()[:12]
+            value = obj.__dict__["_id"] = f"{obj.check}-{digest}"
+        return value
+
+    def __set__(self, obj: Finding, value: str) -> None:
+        obj.__dict__["_id"] = value
+
+
 @dataclass(frozen=True)
 class Finding:
     """One issue a human must read, with everything needed to reproduce it.
@@ -63,7 +83,8 @@ class Finding:
         plugin_version: That plugin's version.
         params: The plugin's parameters, enough to rebuild it.
         seed: The random seed used, if any.
-        id: Stable identifier; derived from the content when left empty.
+        id: Stable identifier; derived from the content (when first read) when left empty.
+            The evidence must not change after the finding is made.
 
     Example:
         >>> Finding(check="robustness", severity=Severity.HIGH, title="Model is not robust")
@@ -80,16 +101,13 @@ class Finding:
     plugin_version: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
     seed: int | None = None
-    id: str = ""
+    id: str = _ContentId()  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "severity", Severity.parse(self.severity))
-        object.__setattr__(self, "refs", tuple(self.refs))
-        if not self.id:
-            digest = hashlib.sha256(
-                _canonical([self.check, self.title, self.plugin_id, self.evidence]).encode()
-            ).hexdigest()[:12]
-            object.__setattr__(self, "id", f"{self.check}-{digest}")
+        if type(self.severity) is not Severity:
+            object.__setattr__(self, "severity", Severity.parse(self.severity))
+        if type(self.refs) is not tuple:
+            object.__setattr__(self, "refs", tuple(self.refs))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (severity as its lower-case name)."""
