@@ -36,6 +36,22 @@ def test_a_link_inside_the_tree_is_scanned(tmp_path: Path) -> None:
     assert sum(f.severity is Severity.CRITICAL for f in report.findings) == 2
 
 
+def test_links_named_on_the_command_line(tmp_path: Path) -> None:
+    """A link to a file is scanned, a link to a directory is not followed, a dangling link
+    cannot be read: each is said, none stops the others."""
+    (tmp_path / "a.pkl").write_bytes(b"cos\nsystem\n(Vtrue\ntR.")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "to-file").symlink_to(tmp_path / "a.pkl")
+    (tmp_path / "to-dir").symlink_to(tmp_path / "dir", target_is_directory=True)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nothing")
+    report = scan_paths([tmp_path / "to-file", tmp_path / "to-dir", tmp_path / "dangling"])
+    by_file = {str(f.evidence["file"]): f for f in report.findings}
+    assert by_file[str(tmp_path / "to-file")].severity is Severity.CRITICAL
+    assert by_file[str(tmp_path / "to-dir")].title == "symbolic link to a directory, not followed"
+    assert "cannot read" in by_file[str(tmp_path / "dangling")].title
+    assert [f.name for f in report.files] == [str(tmp_path / "to-file")]
+
+
 def test_the_bundled_scanners_handle_the_formats_the_table_gives_them() -> None:
     from phalanx.core.registry import list_plugins, load_plugin
     from phalanx.supplychain.scan.base import BUNDLED_FORMATS

@@ -132,7 +132,7 @@ class Source:
             OSError: The file cannot be read (a larger one's errors come when it is opened).
         """
         p = Path(path)
-        size = p.stat().st_size
+        size = os.stat(p).st_size
         root = root if root is not None else p.parent
         if size <= _SMALL_FILE:
             with open(p, "rb") as fh:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -69,10 +70,14 @@ class ScanReport:
 
 def iter_files(path: Path, limits: ScanLimits) -> Iterator[tuple[Path, str]]:
     """Files under ``path`` as ``(file, "")``, and skipped entries as ``(entry, why)``."""
-    if path.is_symlink() and path.is_dir():
+    try:
+        mode = os.lstat(path).st_mode  # one system call for the usual case, a plain file
+    except OSError:
+        mode = 0  # the error comes when the file is read
+    if stat.S_ISLNK(mode) and path.is_dir():
         yield path, "symbolic link to a directory, not followed"
         return
-    if not path.is_dir():
+    if not stat.S_ISDIR(mode):
         yield path, ""
         return
     root = os.path.realpath(path)
@@ -126,6 +131,7 @@ def scan_paths(
     report = ScanReport()
     started = time.perf_counter()
     for item in items:
+        directory = item.is_dir()
         for path, skipped in iter_files(item, session.limits):
             if skipped:
                 src = Source(name=str(path), size=0, opener=_nothing)
@@ -137,7 +143,7 @@ def scan_paths(
                 ))
                 continue
             try:
-                source = Source.from_path(path, root=item if item.is_dir() else path.parent)
+                source = Source.from_path(path, root=item if directory else path.parent)
             except OSError as exc:
                 src = Source(name=str(path), size=0, opener=_nothing)
                 report.findings.append(session.error(src, f"cannot read: {exc.strerror}",
