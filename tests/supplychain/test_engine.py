@@ -142,6 +142,7 @@ def test_other_scanner_plugins_take_formats_in_registry_name_order(
 def test_a_small_file_is_read_once_and_a_large_one_lazily(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import builtins
+    import os
     import pickle
 
     small = tmp_path / "small.pkl"
@@ -149,16 +150,21 @@ def test_a_small_file_is_read_once_and_a_large_one_lazily(
     large = tmp_path / "large.pkl"
     large.write_bytes(pickle.dumps(b"x" * 100_000, protocol=4))
     opened: list[str] = []
-    real_open = builtins.open
+    real_open, real_os_open = builtins.open, os.open
 
     def counting_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
         opened.append(str(file))
         return real_open(file, *args, **kwargs)
 
+    def counting_os_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(str(file))
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(os, "open", counting_os_open)
     report = scan_paths([small, large])
     assert opened.count(str(small)) == 1
-    assert opened.count(str(large)) >= 2  # sniffed, then analysed: never held in memory
+    assert opened.count(str(large)) >= 3  # sized, sniffed, analysed: never held in memory
     assert [f.format for f in report.files] == ["pickle", "pickle"]
     assert [f.evidence["file"] for f in report.findings if f.severity >= Severity.MEDIUM] \
         == [str(small)]

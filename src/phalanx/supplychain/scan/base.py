@@ -132,14 +132,21 @@ class Source:
             OSError: The file cannot be read (a larger one's errors come when it is opened).
         """
         p = Path(path)
-        size = os.stat(p).st_size
         root = root if root is not None else p.parent
-        if size <= _SMALL_FILE:
-            with open(p, "rb") as fh:
-                blob = fh.read(_SMALL_FILE + 1)
-            if len(blob) <= _SMALL_FILE:  # else it grew since: read it lazily after all
-                return cls(name=name or str(p), size=len(blob),
-                           opener=lambda: io.BytesIO(blob), path=p, root=root)
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            size = os.fstat(fd).st_size
+            blob = b""
+            while size <= _SMALL_FILE and len(blob) <= _SMALL_FILE:  # reads may come short
+                chunk = os.read(fd, _SMALL_FILE + 1 - len(blob))
+                if not chunk:
+                    break
+                blob += chunk
+        finally:
+            os.close(fd)
+        if size <= _SMALL_FILE and len(blob) <= _SMALL_FILE:  # else it grew: read it lazily
+            return cls(name=name or str(p), size=len(blob), opener=lambda: io.BytesIO(blob),
+                       path=p, root=root)
         return cls(name=name or str(p), size=size, opener=lambda: open(p, "rb"), path=p,
                    root=root)
 
