@@ -962,6 +962,17 @@ def by_format(tool: str, manifest: list[dict[str, Any]],
     return {fmt: f"{d}/{n}" for fmt, (d, n) in sorted(formats.items())}
 
 
+def time_by_format(tool: str, manifest: list[dict[str, Any]],
+                   matrix: dict[str, dict[str, Outcome]]) -> dict[str, float]:
+    """Mean milliseconds per sample, per sample format (each sample's fastest run)."""
+    times: dict[str, list[float]] = {}
+    for entry in manifest:
+        outcome = matrix[entry["name"]].get(tool)
+        if outcome is not None:
+            times.setdefault(str(entry["format"]), []).append(outcome.seconds)
+    return {fmt: 1000 * statistics.fmean(ts) for fmt, ts in sorted(times.items())}
+
+
 # -- machine ----------------------------------------------------------------------------------
 
 
@@ -1083,6 +1094,23 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         for tool in tools:
             row = data["by_format"].get(tool, {})
             lines.append(f"| {tool} | " + " | ".join(row.get(f, "-") for f in formats) + " |")
+    timed = {t: data.get("time_by_format", {}).get(t, {}) for t in tools}
+    formats = sorted({fmt for row in timed.values() for fmt in row})
+    if formats:
+        counts: dict[str, int] = {}
+        for entry in data["samples"]:
+            counts[entry["format"]] = counts.get(entry["format"], 0) + 1
+        lines += ["", "## Time per sample by format", "",
+                  "Mean milliseconds per sample of each format (all samples, malicious and "
+                  "benign), from the same runs as *files/s* above. Where a tool detects none of "
+                  "a format's malicious samples (the table above), its time is that of looking "
+                  "at the file and passing it, not of checking it.", "",
+                  "| tool | " + " | ".join(f"{f} ({counts.get(f, 0)})" for f in formats) + " |",
+                  "| --- |" + " ---: |" * len(formats)]
+        for tool in tools:
+            row = timed[tool]
+            lines.append(f"| {tool} | " + " | ".join(
+                _num(row.get(f), "{:.2f}") for f in formats) + " |")
     lines += ["", "## Per sample", "",
               "F flagged, . clean, E error, U unsupported, T timeout; malicious samples first.",
               "", "| sample | " + " | ".join(tools) + " |", "| --- |" + " --- |" * len(tools)]
@@ -1295,6 +1323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "bytes": sum(e["bytes"] for e in manifest)},
         "summary": summary,
         "by_format": {name: by_format(name, manifest, matrix) for name in names},
+        "time_by_format": {name: time_by_format(name, manifest, matrix) for name in names},
         "directory": directory,
         "large": [{k: v for k, v in item.items() if k != "path"} for item in large],
         "models": [{k: v for k, v in item.items() if k != "path"} for item in models],
