@@ -1,8 +1,9 @@
 """Entry points read straight from the installed distributions' ``entry_points.txt`` files.
 
-``importlib.metadata.entry_points()`` costs every command about 40 ms before it does anything:
+``importlib.metadata.entry_points()`` costs every command about 20 ms before it does anything
+(measured with the 120 distributions of the development environment; more with more installed):
 importing the module (which imports the e-mail parser) and building a distribution object for
-each of the hundreds of packages installed beside torch. The registry needs only phalanx's
+each installed package. The registry needs only phalanx's
 groups, so it reads them here by the discovery rules of ``importlib.metadata`` (Python 3.10 to
 3.13):
 

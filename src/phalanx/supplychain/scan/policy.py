@@ -16,7 +16,7 @@ attribute walk. Class rules allow names written as classes (CapWords) in listed 
 the header of the YAML file for the exact rule.
 
 The bundled YAML is also shipped parsed, as ``pickle.json`` (``make allowlist`` writes it; a
-test keeps it current), which spares every scan PyYAML's import and parse (about 25 ms of a
+test keeps it current), which spares every scan PyYAML's import and parse (about 30 ms of a
 command's start-up). The copy records the SHA-256 of the YAML it was made from and is used
 only when that matches the YAML beside it, so the YAML stays the one source.
 
