@@ -3,9 +3,8 @@
 ``importlib.metadata.entry_points()`` costs every command about 20 ms before it does anything
 (measured with the 120 distributions of the development environment; more with more installed):
 importing the module (which imports the e-mail parser) and building a distribution object for
-each installed package. The registry needs only phalanx's
-groups, so it reads them here by the discovery rules of ``importlib.metadata`` (Python 3.10 to
-3.13):
+each installed package. The registry needs only phalanx's groups, so it reads them here by the
+discovery rules of ``importlib.metadata`` (Python 3.10 to 3.13):
 
 - every entry of ``sys.path`` in order (``""`` is the current directory), and in each the
   ``*.dist-info`` and ``*.egg-info`` directories, in directory-listing order;
@@ -15,10 +14,11 @@ groups, so it reads them here by the discovery rules of ``importlib.metadata`` (
 - ``entry_points.txt``: lines stripped, blank lines and ``#`` comments skipped, ``[group]``
   headers, then ``name = value`` pairs split at the first ``=``.
 
-Where those rules may not be the whole story, :func:`read_entries` returns ``None`` and the caller asks
-``importlib.metadata``: a ``sys.path`` entry that is a file (a zip archive) or not a string,
-an unpacked ``.egg`` directory, a metadata directory whose suffix is not in lower case, or a
-finder on ``sys.meta_path`` other than the standard path finder that can list distributions.
+Where those rules may not be the whole story, :func:`read_entries` returns ``None`` and the
+caller asks ``importlib.metadata``: a ``sys.path`` entry that is a file (a zip archive) or not
+a string, an unpacked ``.egg`` directory, a metadata directory whose suffix is not in lower
+case, or a finder on ``sys.meta_path`` other than the standard path finder that can list
+distributions.
 """
 
 from __future__ import annotations
