@@ -139,6 +139,38 @@ def test_other_scanner_plugins_take_formats_in_registry_name_order(
         base._scanner_class.cache_clear()
 
 
+def test_a_scanner_installed_while_the_process_runs_is_used_after_refresh(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    from phalanx.core import registry
+    from phalanx.supplychain.scan.base import ScanSession
+
+    assert ScanSession().scanner_for("pickle").plugin_id() == "pickle"  # type: ignore[union-attr]
+    # A real distribution on the path: its metadata directory and its module.
+    (tmp_path / "first_scanner.py").write_text(
+        "from phalanx.supplychain.scan.base import FileScanner\n"
+        "class First(FileScanner):\n"
+        "    formats = ('pickle',)\n"
+        "    def scan_source(self, source, session):\n"
+        "        return iter(())\n"
+    )
+    meta = tmp_path / "first_scanner-1.0.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: first-scanner\nVersion: 1.0\n")
+    (meta / "entry_points.txt").write_text(
+        "[phalanx.scanners]\naaa-first = first_scanner:First\n")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path)])
+    registry.refresh()
+    try:
+        assert type(ScanSession().scanner_for("pickle")).__name__ == "First"
+    finally:
+        monkeypatch.undo()
+        sys.modules.pop("first_scanner", None)
+        registry.refresh()
+    assert ScanSession().scanner_for("pickle").plugin_id() == "pickle"  # type: ignore[union-attr]
+
+
 def test_a_small_file_is_read_once_and_a_large_one_lazily(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import builtins

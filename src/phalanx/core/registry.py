@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,23 @@ def _cached_entry_points() -> dict[str, tuple[Entry, ...]]:
             for group, entries in found.items()}
 
 
+#: Callables that forget what was worked out from the entry points (see :func:`on_refresh`).
+_REFRESH_HOOKS: list[Callable[[], object]] = []
+
+
 def refresh() -> None:
-    """Forget the cached entry points, so plugins installed since are found."""
+    """Forget the cached entry points, and what was worked out from them (:func:`on_refresh`),
+    so plugins installed since are found."""
     _cached_entry_points.cache_clear()
+    for hook in _REFRESH_HOOKS:
+        hook()
+
+
+def on_refresh(hook: Callable[[], object]) -> None:
+    """Have :func:`refresh` call ``hook`` too: for a cache of plugins chosen from the registry
+    (such as the scanner for each file format), which must be chosen again after it."""
+    if hook not in _REFRESH_HOOKS:
+        _REFRESH_HOOKS.append(hook)
 
 
 def list_plugins(family: str | None = None) -> list[PluginInfo]:

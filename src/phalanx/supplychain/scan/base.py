@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
+from phalanx.core import registry
 from phalanx.core.findings import Finding, Severity
 from phalanx.core.plugin import Plugin
 from phalanx.supplychain.scan.pickle_vm import REFS, PickleLimits, PickleReport, analyse_pickle
@@ -480,19 +481,20 @@ def _scanner_class(fmt: str) -> type[FileScanner] | None:
     """The registered scanner class for ``fmt``: the first, in registry-name order, whose
     ``formats`` name it. A bundled scanner's formats are read from :data:`BUNDLED_FORMATS`, so
     its module is imported only when it is the one chosen; any other plugin is imported to
-    read its ``formats``."""
-    from phalanx.core.registry import load_plugin, plugin_targets
-
-    for name, target in plugin_targets("scanners").items():
+    read its ``formats``. ``registry.refresh()`` forgets the choices."""
+    for name, target in registry.plugin_targets("scanners").items():
         bundled = BUNDLED_FORMATS.get(name) if target.startswith(_BUNDLED_MODULE) else None
         if bundled is not None:
             if fmt in bundled:
-                return load_plugin("scanners", name)  # type: ignore[no-any-return]
+                return registry.load_plugin("scanners", name)  # type: ignore[no-any-return]
             continue
-        cls = load_plugin("scanners", name)
+        cls = registry.load_plugin("scanners", name)
         if fmt in getattr(cls, "formats", ()):
             return cls  # type: ignore[no-any-return]
     return None
+
+
+registry.on_refresh(_scanner_class.cache_clear)
 
 
 @dataclass
