@@ -52,6 +52,46 @@ def test_links_named_on_the_command_line(tmp_path: Path) -> None:
     assert [f.name for f in report.files] == [str(tmp_path / "to-file")]
 
 
+@pytest.mark.timeout(120)
+def test_a_pipe_or_device_named_on_the_command_line_is_not_read(tmp_path: Path) -> None:
+    """A FIFO would block the scan on its open, and a device or socket has no size to trust
+    (``/dev/zero`` never ends; a pipe read twice loses its head): none is read, and none passes
+    as clean. Run in a child so that a regression fails on the timeout instead of hanging."""
+    import json
+    import os
+    import socket
+    import stat
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "model.pkl"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "model.sock"))
+    code = (
+        "import json, sys\n"
+        "from phalanx.supplychain.scan import scan_paths\n"
+        "report = scan_paths(sys.argv[1:])\n"
+        "print(json.dumps([[str(f.evidence['file']), f.severity.label, f.title]"
+        " for f in report.findings] + [[f.name] for f in report.files]))\n"
+    )
+    # A device where the machine has a real one (some containers make /dev files plain files).
+    devices = [d for d in ("/dev/zero",) if os.path.exists(d) and stat.S_ISCHR(os.stat(d).st_mode)]
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code, *devices, str(fifo), str(tmp_path / "model.sock")],
+            capture_output=True, text=True, timeout=60, check=True).stdout
+    finally:
+        sock.close()
+    assert json.loads(out) == [
+        *[[d, "medium", "Could not scan: not a regular file (a device), not read"]
+          for d in devices],
+        [str(fifo), "medium", "Could not scan: not a regular file (a pipe), not read"],
+        [str(tmp_path / "model.sock"), "medium",
+         "Could not scan: not a regular file (a socket), not read"],
+    ]
+
+
 def test_the_bundled_scanners_handle_the_formats_the_table_gives_them() -> None:
     from phalanx.core.registry import list_plugins, load_plugin
     from phalanx.supplychain.scan.base import BUNDLED_FORMATS

@@ -131,7 +131,17 @@ def scan_paths(
     report = ScanReport()
     started = time.perf_counter()
     for item in items:
-        directory = item.is_dir()
+        try:
+            mode = os.stat(item).st_mode
+        except OSError:
+            mode = 0  # a dangling link: said when it is read
+        directory = stat.S_ISDIR(mode)
+        kind = _SPECIAL.get(stat.S_IFMT(mode))
+        if kind is not None:  # never opened: a pipe blocks, a device has no end or size
+            src = Source(name=str(item), size=0, opener=_nothing)
+            report.findings.append(session.error(
+                src, f"not a regular file ({kind}), not read", scanner="session", fmt="-"))
+            continue
         for path, skipped in iter_files(item, session.limits):
             if skipped:
                 src = Source(name=str(path), size=0, opener=_nothing)
@@ -158,6 +168,11 @@ def scan_paths(
     report.findings.sort(key=lambda f: (-f.severity, str(f.evidence.get("file", "")), f.title))
     report.seconds = time.perf_counter() - started
     return report
+
+
+#: File types a path named to the scan may have that are not read (by ``stat.S_IFMT``).
+_SPECIAL = {stat.S_IFIFO: "a pipe", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
+            stat.S_IFSOCK: "a socket"}
 
 
 def _nothing() -> Any:
