@@ -227,6 +227,22 @@ def test_symbolic_link_is_an_input_error(model: Path, keys: dict[str, Path]) -> 
         sign_model(model, keys["private"])
 
 
+def test_a_pipe_in_the_model_is_an_input_error(model: Path, keys: dict[str, Path]) -> None:
+    """The hashing cannot read a FIFO (nor a socket or device): signing and verifying say
+    which file it is, in one line; without it the model verifies again."""
+    import os
+
+    sign_model(model, keys["private"])
+    pipe = model / "weights.fifo"
+    os.mkfifo(pipe)
+    with pytest.raises(InputError, match=f"{pipe} is not a regular file"):
+        verify_model(model, keys["public"])
+    with pytest.raises(InputError, match=f"{pipe} is not a regular file"):
+        sign_model(model, keys["private"])
+    pipe.unlink()
+    assert verify_model(model, keys["public"]).verified
+
+
 # -- interoperability with the model_signing package ----------------------------------------
 
 

@@ -499,9 +499,30 @@ def _library_errors(model: Path) -> Iterator[None]:
         if "symlink" in str(exc):
             raise InputError(f"{model} contains a symbolic link; links are not signed",
                              hint="replace it with the file it points to") from None
+        if "special file" in str(exc):  # the library's words for a pipe, socket or device
+            special = _special_file(model)
+            raise InputError(f"{special or model} is not a regular file (a pipe, socket or "
+                             "device); it cannot be hashed",
+                             hint="move it out of the model directory: model_signing refuses "
+                             "one even when --ignore names it") from None
         raise
     except OSError as exc:
         raise InputError(f"cannot read {exc.filename or model}: {exc.strerror}") from None
+
+
+def _special_file(model: Path) -> Path | None:
+    """The first path under ``model`` (or ``model`` itself) that is neither a regular file, a
+    directory nor a link: what the hashing refuses."""
+    import stat
+
+    for path in [model, *sorted(model.rglob("*"))] if model.is_dir() else [model]:
+        try:
+            mode = path.lstat().st_mode
+        except OSError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            return path
+    return None
 
 
 _NETWORK_ERRORS = ("ConnectionError", "DownloadError", "SlowRetrievalError", "Timeout",
