@@ -120,6 +120,18 @@ def test_pickle_member_is_analysed_whatever_its_name_and_method(compression: int
     assert [r.format for r in session.scanned] == ["zip", "pickle"]
 
 
+def test_lzma_member_with_properties_the_decoder_refuses_is_malformed() -> None:
+    """lc + lp above 4 fits the properties byte but liblzma refuses it (found by fuzzing):
+    the member is reported as damaged, not as a scanner crash."""
+    data = bytearray(zip_bytes([("weights.bin", PAYLOAD)], zipfile.ZIP_LZMA))
+    name_len, extra_len = struct.unpack_from("<HH", data, 26)
+    data[30 + name_len + extra_len + 4] = 8 + 4 * 9  # lc=8, lp=4, pb=0
+    findings, _ = scan(bytes(data))
+    assert "scan-error" not in rules(findings)
+    assert any("LZMA properties the decoder refuses (lc=8, lp=4, pb=0)" in f.title
+               for f in findings), [f.title for f in findings]
+
+
 def test_zip64_archive_is_clean() -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

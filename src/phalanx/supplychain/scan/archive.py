@@ -1326,9 +1326,12 @@ def _member_inflater(entry: ZipEntry, chunks: Iterator[bytes]) -> tuple[_Inflate
         raise _Malformed("invalid LZMA properties")
     if dict_size > _LZMA_DICT_MAX:
         raise _Malformed(f"LZMA dictionary of {dict_size} bytes is over the limit")
-    filters = [{"id": lzma.FILTER_LZMA1, "dict_size": dict_size, "lc": packed % 9,
-                "lp": (packed // 9) % 5, "pb": packed // 45}]
-    return _Inflater("lzma-raw", filters), head[9:]
+    lc, lp, pb = packed % 9, (packed // 9) % 5, packed // 45
+    filters = [{"id": lzma.FILTER_LZMA1, "dict_size": dict_size, "lc": lc, "lp": lp, "pb": pb}]
+    try:
+        return _Inflater("lzma-raw", filters), head[9:]
+    except lzma.LZMAError:  # liblzma wants lc + lp <= 4, which the byte's range allows past
+        raise _Malformed(f"LZMA properties the decoder refuses (lc={lc}, lp={lp}, pb={pb})") from None
 
 
 def _gap_members(fh: BinaryIO, source: Source, session: ScanSession, start: int, stop: int,
