@@ -367,6 +367,26 @@ def test_tar_payload_in_storages_record_is_found() -> None:
     assert worst(scan(out.getvalue())) is Severity.CRITICAL
 
 
+@pytest.mark.parametrize("elements", [1000, 2**62])
+def test_tar_storage_record_larger_than_its_member_is_malformed(elements: int) -> None:
+    """A record's size comes from the pickle: one past the member's end (2**62 elements once
+    overflowed the seek, found by fuzzing) is a damaged checkpoint, not a scanner crash."""
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(tar_checkpoint())) as src, tarfile.open(
+            fileobj=out, mode="w:", format=tarfile.PAX_FORMAT) as dst:
+        for info in src.getmembers():
+            body = src.extractfile(info).read()  # type: ignore[union-attr]
+            if info.name == "storages":
+                body = body.replace(struct.pack("<q", 3), struct.pack("<q", elements), 1)
+            dst.addfile(info, io.BytesIO(body))
+    findings = scan(out.getvalue())
+    assert "scan-error" not in {f.evidence.get("rule") for f in findings}
+    assert any("more than the member holds" in f.title for f in findings), [
+        f.title for f in findings]
+
+
 # --------------------------------------------------------------------------------------------
 # TorchScript
 

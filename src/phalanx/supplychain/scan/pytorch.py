@@ -819,6 +819,11 @@ class _Tar(_Job):
                         yield self.malformed(f"{member.name}: record {i} cannot be followed",
                                              member, offset=fh.tell())
                         return
+                    if skip > member.size - fh.tell():  # sizes come from the pickle
+                        yield self.malformed(
+                            f"{member.name}: record {i} declares {skip} bytes of data, more "
+                            "than the member holds", member, offset=fh.tell())
+                        return
                     fh.seek(skip, io.SEEK_CUR)
                 if count > _MAX_STORAGES:
                     yield self.malformed(f"{member.name}: more than {_MAX_STORAGES} records",
