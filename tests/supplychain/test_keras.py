@@ -11,6 +11,7 @@ import base64
 import importlib.util
 import json
 import marshal
+import struct
 import sys
 import time
 import types
@@ -606,6 +607,24 @@ def test_mutated_h5_never_raises(h5_lambda: bytes, tmp_path_factory: pytest.Temp
 
 
 # -- the scanner: .keras archives --------------------------------------------------------------
+
+
+@h5py_required
+def test_keras3_member_with_a_bad_crc_is_damaged_not_a_scanner_error(tmp_path: Path) -> None:
+    """zipfile raises at the end of a member whose CRC does not match (found by fuzzing): the
+    weights are reported as a damaged member, beside the archive check's bad-CRC finding."""
+    path = samples._keras3_benign(tmp_path / "b", tmp_path / "CANARY")
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("model.weights.h5")
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
+    last = info.header_offset + 30 + name_len + extra_len + info.compress_size - 1
+    data[last] ^= 0xFF
+    path.write_bytes(bytes(data))
+    findings = _scan(path)
+    assert "scan-error" not in _rules(findings), [f.title for f in findings]
+    assert any("'model.weights.h5' is damaged (BadZipFile: Bad CRC-32" in f.title
+               for f in findings), [f.title for f in findings]
 
 
 @h5py_required

@@ -756,16 +756,21 @@ class KerasScanner(FileScanner):
 
     def _scan_hdf5(self, source: Source, session: ScanSession) -> Iterator[Finding]:
         limits = session.limits
-        if not _has_superblock(source):  # not HDF5 at all: no need for the h5py child process
-            yield session.malformed(source, "no HDF5 superblock signature",
-                                    scanner=self.plugin_id(), fmt="hdf5")
-            return
         try:
+            if not _has_superblock(source):  # not HDF5 at all: no h5py child process needed
+                yield session.malformed(source, "no HDF5 superblock signature",
+                                        scanner=self.plugin_id(), fmt="hdf5")
+                return
             with source.as_file(limits.max_member_bytes) as path:
                 report = _run_probe(path, limits.max_header_bytes, limits.max_members,
                                     self.hdf5_timeout)
         except ValueError as exc:  # a member over the size limit
             yield session.error(source, str(exc), scanner=self.plugin_id(), fmt="hdf5")
+            return
+        except OSError as exc:
+            if source.depth == 0:  # the file itself: an I/O error, said as such
+                raise
+            yield session.malformed(source, str(exc), scanner=self.plugin_id(), fmt="hdf5")
             return
         if "missing" in report:
             yield session.error(source, _MISSING_H5PY, scanner=self.plugin_id(), fmt="hdf5")
@@ -1189,35 +1194,55 @@ def _member_opener(source: Source, info: zipfile.ZipInfo) -> Callable[[], Binary
     return opener
 
 
+#: What zipfile raises for a damaged member (bad CRC, corrupt or truncated compressed data).
+_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
+                  struct.error)
+
+
 class _ZipMember(io.RawIOBase):
-    """A stream over one zip member that closes the archive and its file when closed."""
+    """A stream over one zip member that closes the archive and its file when closed. A
+    damaged member (bad CRC, corrupt data) reads as an ``OSError`` naming it, as a file that
+    cannot be read does."""
 
     def __init__(self, source: Source, info: zipfile.ZipInfo) -> None:
         super().__init__()
+        self._name = info.filename
         self._outer = source.open()
         try:
             self._zip = zipfile.ZipFile(self._outer)
             self._member = self._zip.open(info)
+        except _MEMBER_ERRORS as exc:
+            self._outer.close()
+            raise self._damaged(exc) from None
         except BaseException:
             self._outer.close()
             raise
+
+    def _damaged(self, exc: BaseException) -> OSError:
+        return OSError(f"member {self._name!r} is damaged ({type(exc).__name__}: {exc})")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._member.read(len(buffer))
+        data = self.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
 
     def read(self, size: int = -1) -> bytes:
-        return self._member.read(size)
+        try:
+            return self._member.read(size)
+        except _MEMBER_ERRORS as exc:
+            raise self._damaged(exc) from None
 
     def seekable(self) -> bool:
         return self._member.seekable()
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._member.seek(offset, whence)
+        try:
+            return self._member.seek(offset, whence)
+        except _MEMBER_ERRORS as exc:
+            raise self._damaged(exc) from None
 
     def tell(self) -> int:
         return self._member.tell()
