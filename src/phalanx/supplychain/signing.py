@@ -42,6 +42,7 @@ import io
 import json
 import logging
 import os
+import stat
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -513,8 +514,6 @@ def _library_errors(model: Path) -> Iterator[None]:
 def _special_file(model: Path) -> Path | None:
     """The first path under ``model`` (or ``model`` itself) that is neither a regular file, a
     directory nor a link: what the hashing refuses."""
-    import stat
-
     for path in [model, *sorted(model.rglob("*"))] if model.is_dir() else [model]:
         try:
             mode = path.lstat().st_mode

@@ -1331,7 +1331,8 @@ def _member_inflater(entry: ZipEntry, chunks: Iterator[bytes]) -> tuple[_Inflate
     try:
         return _Inflater("lzma-raw", filters), head[9:]
     except lzma.LZMAError:  # liblzma wants lc + lp <= 4, which the byte's range allows past
-        raise _Malformed(f"LZMA properties the decoder refuses (lc={lc}, lp={lp}, pb={pb})") from None
+        raise _Malformed(
+            f"LZMA properties the decoder refuses (lc={lc}, lp={lp}, pb={pb})") from None
 
 
 def _gap_members(fh: BinaryIO, source: Source, session: ScanSession, start: int, stop: int,

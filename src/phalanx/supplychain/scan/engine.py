@@ -138,15 +138,13 @@ def scan_paths(
         directory = stat.S_ISDIR(mode)
         kind = _SPECIAL.get(stat.S_IFMT(mode))
         if kind is not None:  # never opened: a pipe blocks, a device has no end or size
-            src = Source(name=str(item), size=0, opener=_nothing)
-            report.findings.append(session.error(
-                src, f"not a regular file ({kind}), not read", scanner="session", fmt="-"))
+            report.findings.append(session.error(_unread(item), f"not a regular file ({kind}), "
+                                                 "not read", scanner="session", fmt="-"))
             continue
         for path, skipped in iter_files(item, session.limits):
             if skipped:
-                src = Source(name=str(path), size=0, opener=_nothing)
                 report.findings.append(session.finding(
-                    src, "symlink-or-limit", Severity.LOW, skipped,
+                    _unread(path), "symlink-or-limit", Severity.LOW, skipped,
                     "The scan does not follow links out of the tree it was given, so what "
                     "they point to was not scanned.", scanner="session", fmt="-",
                     remediation="Scan the link's target separately if the model needs it.",
@@ -155,9 +153,8 @@ def scan_paths(
             try:
                 source = Source.from_path(path, root=item if directory else path.parent)
             except OSError as exc:
-                src = Source(name=str(path), size=0, opener=_nothing)
-                report.findings.append(session.error(src, f"cannot read: {exc.strerror}",
-                                                     scanner="session", fmt="-"))
+                report.findings.append(session.error(
+                    _unread(path), f"cannot read: {exc.strerror}", scanner="session", fmt="-"))
                 continue
             session.bytes_expanded = 0
             report.findings.extend(session.scan(source))
@@ -173,6 +170,11 @@ def scan_paths(
 #: File types a path named to the scan may have that are not read (by ``stat.S_IFMT``).
 _SPECIAL = {stat.S_IFIFO: "a pipe", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
             stat.S_IFSOCK: "a socket"}
+
+
+def _unread(path: Path) -> Source:
+    """What a finding about ``path`` names when the file was not (or could not be) read."""
+    return Source(name=str(path), size=0, opener=_nothing)
 
 
 def _nothing() -> Any:

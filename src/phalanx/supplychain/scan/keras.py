@@ -767,9 +767,7 @@ class KerasScanner(FileScanner):
         except ValueError as exc:  # a member over the size limit
             yield session.error(source, str(exc), scanner=self.plugin_id(), fmt="hdf5")
             return
-        except OSError as exc:
-            if source.depth == 0:  # the file itself: an I/O error, said as such
-                raise
+        except _DamagedMember as exc:
             yield session.malformed(source, str(exc), scanner=self.plugin_id(), fmt="hdf5")
             return
         if "missing" in report:
@@ -1199,10 +1197,14 @@ _MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
                   struct.error)
 
 
+class _DamagedMember(OSError):
+    """A ``.keras`` member that zipfile cannot read back (an ``OSError``, as an unreadable
+    file is, so readers that expect one handle it)."""
+
+
 class _ZipMember(io.RawIOBase):
     """A stream over one zip member that closes the archive and its file when closed. A
-    damaged member (bad CRC, corrupt data) reads as an ``OSError`` naming it, as a file that
-    cannot be read does."""
+    damaged member (bad CRC, corrupt data) raises :class:`_DamagedMember`, naming it."""
 
     def __init__(self, source: Source, info: zipfile.ZipInfo) -> None:
         super().__init__()
@@ -1218,8 +1220,8 @@ class _ZipMember(io.RawIOBase):
             self._outer.close()
             raise
 
-    def _damaged(self, exc: BaseException) -> OSError:
-        return OSError(f"member {self._name!r} is damaged ({type(exc).__name__}: {exc})")
+    def _damaged(self, exc: BaseException) -> _DamagedMember:
+        return _DamagedMember(f"member {self._name!r} is damaged ({type(exc).__name__}: {exc})")
 
     def readable(self) -> bool:
         return True
