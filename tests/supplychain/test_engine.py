@@ -52,6 +52,57 @@ def test_links_named_on_the_command_line(tmp_path: Path) -> None:
     assert [f.name for f in report.files] == [str(tmp_path / "to-file")]
 
 
+
+@pytest.mark.timeout(60)
+def test_special_files_and_dangling_links_inside_a_directory_are_reported_not_read(
+    tmp_path: Path,
+) -> None:
+    """A pipe, socket or dangling link beside the weights is not model data the scan can read:
+    each is said (LOW, like a link out of the tree), none is opened (a pipe would block)."""
+    import os
+    import socket
+
+    (tmp_path / "weights.pkl").write_bytes(b"\x80\x04K\x01.")
+    os.mkfifo(tmp_path / "feed.pkl")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "control.sock"))
+    (tmp_path / "gone.pkl").symlink_to(tmp_path / "nothing")
+    (tmp_path / "to-feed.pkl").symlink_to(tmp_path / "feed.pkl")
+    try:
+        report = scan_paths([tmp_path])
+    finally:
+        sock.close()
+    assert [f.name for f in report.files] == [str(tmp_path / "weights.pkl")]
+    by_file = {Path(str(f.evidence["file"])).name: f for f in report.findings}
+    assert set(by_file) == {"feed.pkl", "control.sock", "gone.pkl", "to-feed.pkl"}
+    assert by_file["feed.pkl"].title == "a pipe, not read"
+    assert by_file["control.sock"].title == "a socket, not read"
+    assert by_file["gone.pkl"].title == "a dangling symbolic link, not read"
+    assert by_file["to-feed.pkl"].title == "a pipe, not read"
+    for finding in by_file.values():
+        assert finding.severity is Severity.LOW
+        assert finding.evidence["rule"] == "not-a-regular-file"
+        assert "was not opened" in finding.detail
+    assert not report.failed()
+
+
+def test_a_directory_over_the_file_limit_fails_the_scan(tmp_path: Path) -> None:
+    """Files past ``max_files`` are never looked at, so the verdict is incomplete: that must
+    fail at the default threshold, or a payload sorted last would pass."""
+    from phalanx.supplychain.scan.base import ScanLimits
+
+    for name in ("a.pkl", "b.pkl", "z-payload.pkl"):
+        (tmp_path / name).write_bytes(b"\x80\x04K\x01.")
+    report = scan_paths([tmp_path], limits=ScanLimits(max_files=2))
+    assert [Path(f.name).name for f in report.files] == ["a.pkl", "b.pkl"]
+    (limit,) = report.findings
+    assert limit.severity is Severity.MEDIUM
+    assert limit.evidence["rule"] == "file-limit"
+    assert limit.evidence["incomplete"] is True
+    assert limit.title == "more than 2 files; the rest not scanned"
+    assert report.failed()
+
+
 @pytest.mark.timeout(120)
 def test_a_pipe_or_device_named_on_the_command_line_is_not_read(tmp_path: Path) -> None:
     """A FIFO would block the scan on its open, and a device or socket has no size to trust

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from phalanx.core.check import Check
 from phalanx.core.context import Context
@@ -68,17 +68,53 @@ class ScanReport:
         return [f for f in self.files if f.depth == 0]
 
 
-def iter_files(path: Path, limits: ScanLimits) -> Iterator[tuple[Path, str]]:
-    """Files under ``path`` as ``(file, "")``, and skipped entries as ``(entry, why)``."""
+class _Skip(NamedTuple):
+    """Why a walked entry was not scanned, as its finding says it."""
+
+    rule: str
+    severity: Severity
+    title: str
+    detail: str
+    remediation: str
+    #: Files were left unscanned, so the verdict does not cover them.
+    incomplete: bool = False
+
+
+def _link_skip(title: str) -> _Skip:
+    return _Skip("symlink-or-limit", Severity.LOW, title,
+                 "The scan does not follow links out of the tree it was given, so what they "
+                 "point to was not scanned.",
+                 "Scan the link's target separately if the model needs it.")
+
+
+def _special_skip(kind: str) -> _Skip:
+    return _Skip("not-a-regular-file", Severity.LOW, f"{kind}, not read",
+                 f"The entry is {kind}, not a file of model data, and was not opened (a pipe "
+                 "blocks its reader, a device has no end). A loader that reads every file in "
+                 "the directory would meet it too.",
+                 "Remove it from the model directory, or save what it carries to a file and "
+                 "scan that.")
+
+
+def _limit_skip(limit: int) -> _Skip:
+    return _Skip("file-limit", Severity.MEDIUM, f"more than {limit} files; the rest not scanned",
+                 f"The directory holds more than {limit} files (ScanLimits.max_files); those "
+                 "after the limit, in the walk's sorted order, were never looked at, so the "
+                 "verdict does not cover them.",
+                 "Scan the directory's parts separately, or raise the limit.", incomplete=True)
+
+
+def _walk(path: Path, limits: ScanLimits) -> Iterator[tuple[Path, _Skip | None]]:
+    """Files under ``path`` with ``None``, and skipped entries with why."""
     try:
         mode = os.lstat(path).st_mode  # one system call for the usual case, a plain file
     except OSError:
         mode = 0  # the error comes when the file is read
     if stat.S_ISLNK(mode) and path.is_dir():
-        yield path, "symbolic link to a directory, not followed"
+        yield path, _link_skip("symbolic link to a directory, not followed")
         return
     if not stat.S_ISDIR(mode):
-        yield path, ""
+        yield path, None
         return
     root = os.path.realpath(path)
     count = 0
@@ -86,21 +122,34 @@ def iter_files(path: Path, limits: ScanLimits) -> Iterator[tuple[Path, str]]:
         dirnames.sort()
         for d in dirnames:
             if Path(dirpath, d).is_symlink():
-                yield Path(dirpath, d), "symbolic link to a directory, not followed"
+                yield Path(dirpath, d), _link_skip("symbolic link to a directory, not followed")
         for name in sorted(filenames):
             full = Path(dirpath, name)
             if full.is_symlink():
                 target = os.path.realpath(full)
                 if os.path.commonpath([target, root]) != root:
-                    yield full, "symbolic link out of the scanned tree, not followed"
+                    yield full, _link_skip("symbolic link out of the scanned tree, not followed")
                     continue
-            if not full.is_file():
+            try:
+                kind = _SPECIAL.get(stat.S_IFMT(os.stat(full).st_mode))
+            except OSError:
+                kind = "a dangling symbolic link" if full.is_symlink() else "an unreadable entry"
+            if kind is not None:
+                yield full, _special_skip(kind)
                 continue
             count += 1
             if count > limits.max_files:
-                yield path, f"more than {limits.max_files} files; the rest not scanned"
+                yield path, _limit_skip(limits.max_files)
                 return
-            yield full, ""
+            yield full, None
+
+
+def iter_files(path: Path, limits: ScanLimits) -> Iterator[tuple[Path, str]]:
+    """Files under ``path`` as ``(file, "")``, and skipped entries as ``(entry, why)``: links
+    out of the tree, pipes, sockets, devices and dangling links (none is opened), and the
+    directory itself once it holds more than ``limits.max_files`` files."""
+    for file, skip in _walk(path, limits):
+        yield file, "" if skip is None else skip.title
 
 
 def scan_paths(
@@ -141,14 +190,12 @@ def scan_paths(
             report.findings.append(session.error(_unread(item), f"not a regular file ({kind}), "
                                                  "not read", scanner="session", fmt="-"))
             continue
-        for path, skipped in iter_files(item, session.limits):
-            if skipped:
+        for path, skip in _walk(item, session.limits):
+            if skip is not None:
                 report.findings.append(session.finding(
-                    _unread(path), "symlink-or-limit", Severity.LOW, skipped,
-                    "The scan does not follow links out of the tree it was given, so what "
-                    "they point to was not scanned.", scanner="session", fmt="-",
-                    remediation="Scan the link's target separately if the model needs it.",
-                ))
+                    _unread(path), skip.rule, skip.severity, skip.title, skip.detail,
+                    scanner="session", fmt="-", remediation=skip.remediation,
+                    evidence={"incomplete": True} if skip.incomplete else None))
                 continue
             try:
                 source = Source.from_path(path, root=item if directory else path.parent)
