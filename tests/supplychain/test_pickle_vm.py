@@ -1079,6 +1079,74 @@ def test_policy_memory_is_bounded() -> None:
     assert policy.judge("os", "system", ecosystems).verdict is Verdict.DENIED
 
 
+def _restore_only_policy() -> Any:
+    return parse_policy({
+        "version": 1,
+        "ecosystems": {
+            "python": {"globals": {"builtins": ["set"]}},
+            "layers": {"classes": [{"modules": ["torch.nn.modules"], "construct": False}]},
+            "sklearn": {"classes": [{"modules": ["sklearn.tree"]}]},
+        },
+        "deny": [],
+    })
+
+
+def test_a_class_rule_with_construct_false_allows_the_name_but_not_a_call() -> None:
+    policy = _restore_only_policy()
+    every = policy.resolve_ecosystems(None)
+    layer = policy.judge("torch.nn.modules.linear", "Linear", every)
+    assert layer.verdict is Verdict.ALLOWED and layer.callable is False
+    tree = policy.judge("sklearn.tree._tree", "Tree", every)
+    assert tree.verdict is Verdict.ALLOWED and tree.callable is True
+    # The bundled policy: torch.nn layers are restore-only, sklearn's Cython types (which
+    # pickle themselves as Tree(n_features, n_classes, n_outputs)) and plain globals are not.
+    bundled = load_policy()
+    every = bundled.resolve_ecosystems(None)
+    assert bundled.judge("torch.nn.modules.linear", "Linear", every).callable is False
+    assert bundled.judge("sklearn.tree._tree", "Tree", every).callable is True
+    assert bundled.judge("collections", "OrderedDict", every).callable is True
+    with pytest.raises(DataFormatError, match=r"construct must be true or false"):
+        parse_policy({"version": 1, "ecosystems": {"python": {"classes": [
+            {"modules": ["x"], "construct": "no"}]}}, "deny": []})
+
+
+_LINEAR = b"ctorch.nn.modules.linear\nLinear\n"
+_SIZE = b"J" + (100_000).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("REDUCE", b"\x80\x02" + _LINEAR + _SIZE + _SIZE + b"\x86R."),
+        ("INST", b"(I100000\nI100000\nitorch.nn.modules.linear\nLinear\n."),
+        ("OBJ", b"\x80\x02(" + _LINEAR + _SIZE + _SIZE + b"o."),
+        ("copyreg._reconstructor", b"ccopyreg\n_reconstructor\n(" + _LINEAR + _LINEAR
+         + b"I100000\ntR."),
+    ],
+)
+def test_calling_a_restore_only_class_is_a_finding(name: str, data: bytes) -> None:
+    analysis = analyse_pickle(data)
+    (finding,) = analysis.findings
+    assert finding.severity is Severity.MEDIUM
+    assert finding.evidence["kind"] == "constructor-call"
+    assert finding.evidence["callable"] == "torch.nn.modules.linear.Linear"
+    assert "__init__" in finding.detail
+
+
+def test_restoring_a_layer_as_torch_save_does_is_clean() -> None:
+    """NEWOBJ (cls.__new__) + BUILD, and copyreg._reconstructor with object as the base,
+    never run the layer's __init__."""
+    newobj = b"\x80\x02" + _LINEAR + b")\x81}b."
+    reconstructor = (b"ccopyreg\n_reconstructor\n(" + _LINEAR + b"c__builtin__\nobject\nNtR"
+                     b"(dp0\nb.")
+    for data in (newobj, reconstructor):
+        analysis = analyse_pickle(data)
+        assert analysis.max_severity is None, [f.title for f in analysis.findings]
+    # A class rule without construct: false may be called (sklearn's Cython types do).
+    tree = b"\x80\x02csklearn.tree._tree\nTree\nK\x04K\x01\x86R."
+    assert analyse_pickle(tree).max_severity is None
+
+
 def test_policy_lists_every_problem() -> None:
     broken = {
         "version": 2,

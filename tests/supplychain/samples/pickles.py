@@ -381,6 +381,13 @@ def _torch_load_partial(c: Path) -> bytes:
 # Process, code and file primitives beyond os.system (published deny-list misses)
 
 
+def _torch_layer_constructor(c: Path) -> bytes:
+    # torch.nn.modules.linear.Linear(100000, 100000) through REDUCE: its __init__ allocates
+    # and initialises a 100000 x 100000 float32 weight. BININT for each size.
+    size = b"J" + (100_000).to_bytes(4, "little")
+    return P2 + _g("torch.nn.modules.linear", "Linear") + size + size + b"\x86" + REDUCE + STOP
+
+
 def _popen(c: Path) -> bytes:
     return P2 + _g("subprocess", "Popen") + MARK + _list(_v("sh"), _v("-c"), _v(_cmd(c))) + TUPLE + REDUCE + STOP
 
@@ -1005,6 +1012,13 @@ SAMPLES: list[Sample] = [
          "LONG_BINPUT at index 2**30: the C unpickler sizes its memo array by the index and "
          "allocates gigabytes (memory exhaustion on load)", "", severity="medium",
          rule="pickle-memo-index"),
+    _bad("pickle-torch-layer-constructor", _torch_layer_constructor,
+         "an allowlisted torch.nn layer called through REDUCE, so its __init__ runs: "
+         "Linear(100000, 100000) allocates and initialises 40 GB on torch.load (memory "
+         "exhaustion); torch.save writes layers with NEWOBJ + BUILD and never calls __init__",
+         "https://pytorch.org/docs/stable/notes/serialization.html (saving a whole module "
+         "pickles it; torch.load with weights_only=False unpickles it)",
+         severity="medium", rule="pickle-constructor-call"),
     _bad("pickle-headerless-short-binunicode", _headerless_unicode,
          "protocol 4 opcodes without PROTO: the stream starts with SHORT_BINUNICODE", "",
          rule="process-execution"),
@@ -1049,6 +1063,7 @@ SCAN_ONLY: dict[str, str] = {
     "pickle-webbrowser-open": "its side effect is a browser, not a file",
     "pickle-ext-opcode": "the loading process must have registered extension code 0x1234",
     "pickle-memo-index-dos": "its effect is an 8 GiB allocation, not a file",
+    "pickle-torch-layer-constructor": "its effect is a 40 GB allocation, not a file",
 }
 
 #: Malicious samples whose payload really runs under ``pickle.load`` (repeated to the end of

@@ -398,6 +398,7 @@ _RECONSTRUCTORS = frozenset(
     {("copyreg", "_reconstructor"), ("copyreg", "__newobj__"), ("copyreg", "__newobj_ex__")}
 )
 _INVOKING_OPCODES = frozenset({"REDUCE", "INST", "OBJ"})
+_RECONSTRUCTOR = ("copyreg", "_reconstructor")
 #: Allowed helpers that call or instantiate some of their arguments (by position).
 _CALLABLE_PARAMETERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("copyreg", "_reconstructor"): (0, 1),
@@ -1663,6 +1664,8 @@ class _Machine:
                     analysis.fold_budget -= len(result.folded)
             if func.judgement.verdict is Verdict.ALLOWED:
                 self._check_arguments(func, args)
+                if opcode in _INVOKING_OPCODES:
+                    self._check_constructor(func, args, kwargs, opcode)
             if analysis.policy.is_loader(func.module, func.name):
                 payload = _first_argument(args, kwargs)
                 note = analysis.nested(self, func, payload, self.offset)
@@ -1684,6 +1687,37 @@ class _Machine:
                 args=_describe_args(args, kwargs, limit),
             )
         return result
+
+    def _check_constructor(self, func: _Global, args: Any, kwargs: Any, opcode: str) -> None:
+        """A class allowed only to be restored (``construct: false``) must not be called: a
+        call runs its ``__init__``, which pickling never does for such objects."""
+        target = func
+        if func.judgement.callable:
+            # copyreg._reconstructor(cls, base, state) runs base.__init__(obj, state) for
+            # any base but object.
+            if (func.module, func.name) != _RECONSTRUCTOR or not isinstance(args, tuple):
+                return
+            base = args[1] if len(args) > 1 else None
+            if not (isinstance(base, _Global) and base.judgement.verdict is Verdict.ALLOWED
+                    and not base.judgement.callable):
+                return
+            target = base
+        text = _describe_args(args, kwargs, self.limits.max_evidence_chars)
+        self.analysis.event(
+            self,
+            "constructor-call",
+            Severity.MEDIUM,
+            f"Pickle runs the constructor of {target.qualname}",
+            f"{opcode} at offset {self.offset} calls {func.qualname}{text}, which runs "
+            f"{target.qualname}.__init__ with arguments the pickle chooses. Pickling writes "
+            "such objects with NEWOBJ and BUILD and never calls __init__; a layer built this "
+            "way allocates and initialises whatever its arguments ask for (Linear(100000, "
+            "100000) is 40 GB), exhausting the loading machine's memory.",
+            key=target.qualname,
+            offset=self.offset,
+            callable=target.qualname,
+            args=text,
+        )
 
     def _check_arguments(self, func: _Global, args: Any) -> None:
         """Allowed helpers that call what they are given must be given imports, not results."""

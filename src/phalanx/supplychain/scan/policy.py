@@ -74,7 +74,7 @@ _MAX_NAME_PARTS = 32
 
 _TOP_KEYS = frozenset({"version", "ecosystems", "deny", "pickle_loaders"})
 _ECOSYSTEM_KEYS = frozenset({"description", "globals", "classes"})
-_CLASS_RULE_KEYS = frozenset({"modules", "exclude", "reason"})
+_CLASS_RULE_KEYS = frozenset({"modules", "exclude", "reason", "construct"})
 _DENY_KEYS = frozenset({"id", "reason", "severity", "modules", "globals", "source"})
 
 
@@ -98,11 +98,16 @@ class ClassRule:
         modules: Module prefixes; a rule covers each module and all of its submodules.
         exclude: Class-like names the rule never allows (re-exports from elsewhere).
         reason: Why these classes are safe to construct.
+        construct: Whether a pickle may *call* these classes (``REDUCE``, ``INST``, ``OBJ``),
+            which runs their ``__init__`` with the pickle's arguments. ``False`` allows only
+            what pickling itself writes for such objects: the class named, created with
+            ``NEWOBJ`` (``cls.__new__``, no ``__init__``) and its state restored by ``BUILD``.
     """
 
     modules: tuple[str, ...]
     exclude: frozenset[str] = frozenset()
     reason: str = ""
+    construct: bool = True
 
     def matches(self, module: str, name: str) -> bool:
         """Whether ``module``/``name`` is a class this rule allows."""
@@ -132,6 +137,11 @@ class Ecosystem:
     def allows(self, module: str, name: str) -> bool:
         """Whether this ecosystem allows the import."""
         return (module, name) in self.globals or any(r.matches(module, name) for r in self.classes)
+
+    def allows_calls(self, module: str, name: str) -> bool:
+        """Whether this ecosystem also lets a pickle call the import (see ``construct``)."""
+        return (module, name) in self.globals or any(
+            r.construct and r.matches(module, name) for r in self.classes)
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,8 @@ class Judgement:
         rule: Id of the deny rule or the ecosystem that decided.
         severity: Severity a denied import carries (``None`` otherwise).
         sources: The deny rule's references.
+        callable: For an allowed import, whether the pickle may also call it; ``False`` for
+            a class allowed only by a rule with ``construct: false``.
     """
 
     verdict: Verdict
@@ -181,6 +193,7 @@ class Judgement:
     rule: str = ""
     severity: Severity | None = None
     sources: tuple[str, ...] = ()
+    callable: bool = True
 
 
 _ATTRIBUTE_WALK = DenyRule(
@@ -268,10 +281,16 @@ class PicklePolicy:
         if rule is not None:
             return Judgement(Verdict.DENIED, rule.reason, rule.id, rule.severity, rule.sources)
         if module and all(parts) and len(parts) <= _MAX_NAME_PARTS:
+            new_only = ""  # the first ecosystem that allows the name but not a call to it
             for eco in ecosystems:
                 ecosystem = self.ecosystems.get(eco)
                 if ecosystem is not None and ecosystem.allows(module, name):
-                    return Judgement(Verdict.ALLOWED, f"allowlisted ({eco})", eco)
+                    if ecosystem.allows_calls(module, name):
+                        return Judgement(Verdict.ALLOWED, f"allowlisted ({eco})", eco)
+                    new_only = new_only or eco
+            if new_only:
+                return Judgement(Verdict.ALLOWED, f"allowlisted ({new_only})", new_only,
+                                 callable=False)
         return Judgement(Verdict.UNKNOWN, "unknown import, not on the allowlist")
 
     def is_loader(self, module: str, name: str) -> bool:
@@ -417,7 +436,12 @@ def parse_policy(data: Any, *, origin: str = "<policy>") -> PicklePolicy:
             if not modules:
                 problems.append(f"{rwhere}.modules must name at least one module")
             exclude = _str_list(rule.get("exclude", []), f"{rwhere}.exclude", problems)
-            rules.append(ClassRule(tuple(modules), frozenset(exclude), str(rule.get("reason", ""))))
+            construct = rule.get("construct", True)
+            if not isinstance(construct, bool):
+                problems.append(f"{rwhere}.construct must be true or false")
+                construct = True
+            rules.append(ClassRule(tuple(modules), frozenset(exclude), str(rule.get("reason", "")),
+                                   construct=construct))
         ecosystems[str(eco_name)] = Ecosystem(
             name=str(eco_name),
             description=str(raw.get("description", "")).strip(),
