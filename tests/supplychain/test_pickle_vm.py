@@ -1147,6 +1147,55 @@ def test_restoring_a_layer_as_torch_save_does_is_clean() -> None:
     assert analyse_pickle(tree).max_severity is None
 
 
+def _builtin_call(name: bytes, *args: bytes) -> bytes:
+    return b"\x80\x02c__builtin__\n" + name + b"\n(" + b"".join(args) + b"tR"
+
+
+def _range(stop: int) -> bytes:
+    return _builtin_call(b"range", b"\x8a\x08" + stop.to_bytes(8, "little"))
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        # bytearray(n) allocates and zeroes n bytes; bytes(n) allocates them.
+        ("bytearray-size", _builtin_call(b"bytearray", b"\x8a\x05" + (1 << 34).to_bytes(5, "little")) + b"."),
+        ("bytes-size", _builtin_call(b"bytes", b"\x8a\x05" + (1 << 34).to_bytes(5, "little")) + b"."),
+        # list(range(n)) materialises n integers.
+        ("list-range", _builtin_call(b"list", _range(1 << 32)[2:]) + b"."),
+        # Many small requests add up: 300 x bytearray(1 MiB), each kept in a list.
+        ("many-small", b"\x80\x02]("
+         + _builtin_call(b"bytearray", b"J" + (1 << 20).to_bytes(4, "little"))[2:] * 300
+         + b"e."),
+    ],
+)
+def test_allocation_sized_by_the_pickle_is_a_finding(name: str, data: bytes) -> None:
+    """A pickle of a few bytes that makes the loader allocate gigabytes (an allowlisted
+    builtin given a size or a range to materialise) is memory exhaustion on load, like a far
+    memo index. Pickling never writes these calls: bytes and bytearray are rebuilt from their
+    contents."""
+    import pickletools
+
+    pickletools.dis(data, out=io.StringIO())  # each is a well-formed pickle
+    analysis = analyse_pickle(data)
+    kinds = {f.evidence["kind"]: f for f in analysis.findings}
+    assert "allocation" in kinds, [f.title for f in analysis.findings]
+    finding = kinds["allocation"]
+    assert finding.severity is Severity.MEDIUM
+    assert finding.evidence["requested_bytes"] >= 1 << 28
+
+
+def test_pickled_bytes_sets_and_ranges_are_not_allocation_findings() -> None:
+    values = [bytearray(b"abc" * 1000), b"xyz", set(range(100)), frozenset({1, 2}),
+              range(10**12), bytearray(), [range(5)] * 10]
+    for protocol in range(6):
+        analysis = analyse_pickle(pickle.dumps(values, protocol=protocol))
+        assert analysis.max_severity is None, (protocol, [f.title for f in analysis.findings])
+    # A small allocation is not worth a finding.
+    small = _builtin_call(b"bytearray", b"K\x10") + b"."
+    assert analyse_pickle(small).max_severity is None
+
+
 def test_policy_lists_every_problem() -> None:
     broken = {
         "version": 2,

@@ -388,6 +388,12 @@ def _torch_layer_constructor(c: Path) -> bytes:
     return P2 + _g("torch.nn.modules.linear", "Linear") + size + size + b"\x86" + REDUCE + STOP
 
 
+def _bytearray_size(c: Path) -> bytes:
+    # bytearray(2**34): 16 bytes of pickle that make the loader allocate and zero 16 GiB.
+    size = b"\x8a\x05" + (1 << 34).to_bytes(5, "little")  # LONG1
+    return P2 + _g("__builtin__", "bytearray") + size + b"\x85" + REDUCE + STOP
+
+
 def _popen(c: Path) -> bytes:
     return P2 + _g("subprocess", "Popen") + MARK + _list(_v("sh"), _v("-c"), _v(_cmd(c))) + TUPLE + REDUCE + STOP
 
@@ -1019,6 +1025,11 @@ SAMPLES: list[Sample] = [
          "https://pytorch.org/docs/stable/notes/serialization.html (saving a whole module "
          "pickles it; torch.load with weights_only=False unpickles it)",
          severity="medium", rule="pickle-constructor-call"),
+    _bad("pickle-bytearray-size", _bytearray_size,
+         "bytearray(2**34) through REDUCE: allowlisted builtins given a size allocate and "
+         "zero 16 GiB on load (memory exhaustion); pickling rebuilds a bytearray from its "
+         "contents", "https://docs.python.org/3/library/pickle.html (object.__reduce__)",
+         severity="medium", rule="pickle-allocation"),
     _bad("pickle-headerless-short-binunicode", _headerless_unicode,
          "protocol 4 opcodes without PROTO: the stream starts with SHORT_BINUNICODE", "",
          rule="process-execution"),
@@ -1064,6 +1075,7 @@ SCAN_ONLY: dict[str, str] = {
     "pickle-ext-opcode": "the loading process must have registered extension code 0x1234",
     "pickle-memo-index-dos": "its effect is an 8 GiB allocation, not a file",
     "pickle-torch-layer-constructor": "its effect is a 40 GB allocation, not a file",
+    "pickle-bytearray-size": "its effect is a 16 GiB allocation, not a file",
 }
 
 #: Malicious samples whose payload really runs under ``pickle.load`` (repeated to the end of

@@ -399,6 +399,11 @@ _RECONSTRUCTORS = frozenset(
 )
 _INVOKING_OPCODES = frozenset({"REDUCE", "INST", "OBJ"})
 _RECONSTRUCTOR = ("copyreg", "_reconstructor")
+#: Allowed callables whose first argument, when an int, is a size they allocate.
+_SIZED_BY_INT = frozenset({("builtins", "bytes"), ("builtins", "bytearray")})
+_RANGE = ("builtins", "range")
+#: Memory requested through call arguments (all calls of one analysis) that is reported.
+_ALLOCATION_FINDING_BYTES = 64 * 1024 * 1024
 #: Allowed helpers that call or instantiate some of their arguments (by position).
 _CALLABLE_PARAMETERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("copyreg", "_reconstructor"): (0, 1),
@@ -1110,6 +1115,10 @@ class _Analysis:
         # Folding (decoding bytes for nested pickles) may produce more than the input holds
         # (zlib, a memoised string encoded many times): bound the total.
         self.fold_budget = 4 * limits.max_const_bytes
+        #: Bytes the pickle's calls ask the loader to allocate (see ``_Machine.allocation``),
+        #: and the evidence of the finding once there is one, kept up to date.
+        self.requested = 0
+        self.allocation: dict[str, Any] | None = None
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -1666,6 +1675,9 @@ class _Machine:
                 self._check_arguments(func, args)
                 if opcode in _INVOKING_OPCODES:
                     self._check_constructor(func, args, kwargs, opcode)
+                    requested = _requested_bytes(func, args)
+                    if requested:
+                        self.allocation(func, requested)
             if analysis.policy.is_loader(func.module, func.name):
                 payload = _first_argument(args, kwargs)
                 note = analysis.nested(self, func, payload, self.offset)
@@ -1687,6 +1699,34 @@ class _Machine:
                 args=_describe_args(args, kwargs, limit),
             )
         return result
+
+    def allocation(self, func: _Global, requested: int) -> None:
+        """Count memory a call asks for; past a bound, one finding for the whole analysis."""
+        analysis = self.analysis
+        analysis.requested += requested
+        if analysis.requested < _ALLOCATION_FINDING_BYTES:
+            return
+        if analysis.allocation is not None:
+            analysis.allocation["requested_bytes"] = analysis.requested
+            return
+        analysis.event(
+            self,
+            "allocation",
+            Severity.MEDIUM,
+            "Pickle makes the loader allocate memory it does not carry (memory exhaustion)",
+            f"{func.qualname} at offset {self.offset} and the calls before it ask for "
+            f"{analysis.requested} bytes by size alone (bytes(n), bytearray(n)) or by a range "
+            "to materialise (list(range(n))). Pickling rebuilds such objects from their "
+            "contents, so a file of a few bytes that allocates gigabytes is written to exhaust "
+            "the loading machine's memory.",
+            key="",
+            offset=self.offset,
+            callable=func.qualname,
+            requested_bytes=analysis.requested,
+        )
+        event = analysis._events.get(("allocation", self.depth, self.via, self.index, ""))
+        if event is not None:
+            analysis.allocation = event.evidence
 
     def _check_constructor(self, func: _Global, args: Any, kwargs: Any, opcode: str) -> None:
         """A class allowed only to be restored (``construct: false``) must not be called: a
@@ -2292,6 +2332,28 @@ class _Machine:
 
     def op_BINPERSID(self, arg: None) -> None:
         self.push(self.persistent(self.pop()))
+
+
+def _requested_bytes(func: _Global, args: Any) -> int:
+    """Bytes a call of an allowed ``func`` allocates because of its arguments' values: an int
+    size for ``bytes``/``bytearray``, 8 a item for each ``range(...)`` it is handed (any
+    callee that takes an iterable walks it, most keep the items)."""
+    if not isinstance(args, tuple):
+        return 0
+    total = 0
+    if (func.module, func.name) in _SIZED_BY_INT and args and type(args[0]) is int:
+        total += max(args[0], 0)
+    for arg in args:
+        if (isinstance(arg, _Result) and isinstance(arg.func, _Global)
+                and (arg.func.module, arg.func.name) == _RANGE and isinstance(arg.args, tuple)
+                and all(type(a) is int for a in arg.args)):
+            try:
+                total += 8 * len(range(*arg.args))
+            except OverflowError:  # more items than a C ssize_t counts
+                total += 1 << 62
+            except (TypeError, ValueError):  # fails on load (a zero step, too many arguments)
+                pass
+    return total
 
 
 def _may_be_str(value: Any) -> bool:
