@@ -399,8 +399,10 @@ _RECONSTRUCTORS = frozenset(
 )
 _INVOKING_OPCODES = frozenset({"REDUCE", "INST", "OBJ"})
 _RECONSTRUCTOR = ("copyreg", "_reconstructor")
-#: Allowed callables whose first argument, when an int, is a size they allocate.
-_SIZED_BY_INT = frozenset({("builtins", "bytes"), ("builtins", "bytearray")})
+#: Allowed callables whose first argument, when an int, is a size they allocate and fill.
+#: ``bytes(n)`` is not one: CPython takes its zeros from ``calloc``, which for large sizes
+#: maps fresh pages and never touches them, so it costs no memory until read.
+_SIZED_BY_INT = frozenset({("builtins", "bytearray")})
 _RANGE = ("builtins", "range")
 #: Memory requested through call arguments (all calls of one analysis) that is reported.
 _ALLOCATION_FINDING_BYTES = 64 * 1024 * 1024
@@ -1715,7 +1717,7 @@ class _Machine:
             Severity.MEDIUM,
             "Pickle makes the loader allocate memory it does not carry (memory exhaustion)",
             f"{func.qualname} at offset {self.offset} and the calls before it ask for "
-            f"{analysis.requested} bytes by size alone (bytes(n), bytearray(n)) or by a range "
+            f"{analysis.requested} bytes by size alone (bytearray(n)) or by a range "
             "to materialise (list(range(n))). Pickling rebuilds such objects from their "
             "contents, so a file of a few bytes that allocates gigabytes is written to exhaust "
             "the loading machine's memory.",
@@ -2336,7 +2338,7 @@ class _Machine:
 
 def _requested_bytes(func: _Global, args: Any) -> int:
     """Bytes a call of an allowed ``func`` allocates because of its arguments' values: an int
-    size for ``bytes``/``bytearray``, 8 a item for each ``range(...)`` it is handed (any
+    size for ``bytearray``, 8 a item for each ``range(...)`` it is handed (any
     callee that takes an iterable walks it, most keep the items)."""
     if not isinstance(args, tuple):
         return 0
