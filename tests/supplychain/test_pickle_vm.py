@@ -1160,6 +1160,9 @@ def _range(stop: int) -> bytes:
     [
         # bytearray(n) allocates and zeroes n bytes.
         ("bytearray-size", _builtin_call(b"bytearray", b"\x8a\x05" + (1 << 34).to_bytes(5, "little")) + b"."),
+        # bytes(n) is lazy, but a copy of it is not: bytearray(bytes(n)).
+        ("copy-of-lazy-bytes", _builtin_call(b"bytearray", _builtin_call(
+            b"bytes", b"\x8a\x05" + (1 << 34).to_bytes(5, "little"))[2:]) + b"."),
         # list(range(n)) materialises n integers.
         ("list-range", _builtin_call(b"list", _range(1 << 32)[2:]) + b"."),
         # Many small requests add up: 300 x bytearray(1 MiB), each kept in a list.

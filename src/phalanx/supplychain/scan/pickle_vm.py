@@ -404,6 +404,7 @@ _RECONSTRUCTOR = ("copyreg", "_reconstructor")
 #: maps fresh pages and never touches them, so it costs no memory until read.
 _SIZED_BY_INT = frozenset({("builtins", "bytearray")})
 _RANGE = ("builtins", "range")
+_BYTES_TYPE = ("builtins", "bytes")
 #: Memory requested through call arguments (all calls of one analysis) that is reported.
 _ALLOCATION_FINDING_BYTES = 64 * 1024 * 1024
 #: Allowed helpers that call or instantiate some of their arguments (by position).
@@ -2338,24 +2339,36 @@ class _Machine:
 
 def _requested_bytes(func: _Global, args: Any) -> int:
     """Bytes a call of an allowed ``func`` allocates because of its arguments' values: an int
-    size for ``bytearray``, 8 a item for each ``range(...)`` it is handed (any
-    callee that takes an iterable walks it, most keep the items)."""
+    size for ``bytearray``; and for each argument that is a sized value, what walking or
+    copying it costs (any callee that takes an iterable or a buffer walks it, most keep it)."""
     if not isinstance(args, tuple):
         return 0
     total = 0
     if (func.module, func.name) in _SIZED_BY_INT and args and type(args[0]) is int:
         total += max(args[0], 0)
     for arg in args:
-        if (isinstance(arg, _Result) and isinstance(arg.func, _Global)
-                and (arg.func.module, arg.func.name) == _RANGE and isinstance(arg.args, tuple)
-                and all(type(a) is int for a in arg.args)):
-            try:
-                total += 8 * len(range(*arg.args))
-            except OverflowError:  # more items than a C ssize_t counts
-                total += 1 << 62
-            except (TypeError, ValueError):  # fails on load (a zero step, too many arguments)
-                pass
+        total += _sized_value(arg)
     return total
+
+
+def _sized_value(value: Any) -> int:
+    """Bytes a value built by size costs once something walks or copies it: ``range(...)``
+    at 8 a item, ``bytes(n)`` and ``bytearray(n)`` at n (``bytes(n)`` itself is lazy, a
+    copy is not); 0 for anything else."""
+    if not (isinstance(value, _Result) and isinstance(value.func, _Global)
+            and isinstance(value.args, tuple) and all(type(a) is int for a in value.args)):
+        return 0
+    key = (value.func.module, value.func.name)
+    if key in _SIZED_BY_INT or key == _BYTES_TYPE:
+        return max(value.args[0], 0) if len(value.args) == 1 else 0
+    if key != _RANGE:
+        return 0
+    try:
+        return 8 * len(range(*value.args))
+    except OverflowError:  # more items than a C ssize_t counts
+        return 1 << 62
+    except (TypeError, ValueError):  # fails on load (a zero step, too many arguments)
+        return 0
 
 
 def _may_be_str(value: Any) -> bool:
