@@ -113,6 +113,7 @@ def test_old_pins_are_flagged_offline(tmp_path: Path) -> None:
         ("transformers", "CVE-2024-3568"),
         ("keras", "CVE-2025-1550"),
         ("keras", "CVE-2025-8747"),
+        ("keras", "CVE-2025-9906"),
         ("numpy", "CVE-2019-6446"),
         ("joblib", "CVE-2022-21797"),
         ("onnx", "CVE-2024-27318"),
