@@ -23,6 +23,7 @@ import functools
 import io
 import logging
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ __all__ = [
     "ScanSession",
     "Source",
     "Tally",
+    "side_file_problem",
 ]
 
 logger = logging.getLogger(__name__)
@@ -547,3 +549,29 @@ _REMEDIATION = (
     "or ask for a format that cannot run code (safetensors, ONNX without custom operators)."
 )
 
+
+_SEPARATORS = re.compile(r"[\\/]")
+
+
+def side_file_problem(location: str, model_dir: Path | None) -> str | None:
+    """Why a path a model file names for a loader to open beside it (ONNX external data, a
+    shard in a weight index, a custom-code module) is unsafe, as a clause ("is an absolute
+    path"); ``"missing"`` when it is merely absent; ``None`` when it stays inside ``model_dir``
+    and exists. Without ``model_dir`` (a container member) only the path itself is judged."""
+    if not location:
+        return "is empty"
+    if "\x00" in location:
+        return "contains a NUL byte"
+    if location.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", location):
+        return "is an absolute path"
+    if ".." in _SEPARATORS.split(location):
+        return "climbs out of the model directory ('..')"
+    if model_dir is None:
+        return None
+    base = os.path.realpath(model_dir)
+    target = os.path.realpath(os.path.join(base, location))
+    if os.path.commonpath([base, target]) != base:
+        return "resolves outside the model directory (symbolic link)"
+    if not os.path.exists(target):
+        return "missing"
+    return None

@@ -25,8 +25,6 @@ model is never run.
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -39,7 +37,14 @@ from phalanx.supplychain.scan._protobuf import (
     mapped,
     problem_finding,
 )
-from phalanx.supplychain.scan.base import BUNDLED_FORMATS, FileScanner, ScanSession, Source, Tally
+from phalanx.supplychain.scan.base import (
+    BUNDLED_FORMATS,
+    FileScanner,
+    ScanSession,
+    Source,
+    Tally,
+    side_file_problem,
+)
 from phalanx.supplychain.scan.pickle_vm import REFS
 
 __all__ = ["STANDARD_DOMAINS", "OnnxScanner"]
@@ -52,7 +57,6 @@ STANDARD_DOMAINS = frozenset({
 })
 _EXTENSIONS_DOMAIN = "ai.onnx.contrib"
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
-_SEPARATORS = re.compile(r"[\\/]")
 
 
 class OnnxScanner(FileScanner):
@@ -228,7 +232,7 @@ class _Walker:
         if not external:
             return
         at = f"{where}: tensor {name}"
-        problem = _location_problem(location or "", self.model_dir)
+        problem = side_file_problem(location or "", self.model_dir)
         if problem is None:
             return
         if problem == "missing":
@@ -245,24 +249,3 @@ class _Walker:
                       "process can read into a tensor (CVE-2022-25882; symbolic links: "
                       "CVE-2024-27318), and the model's outputs can carry it out.",
                       {"location": location, "cve": ["CVE-2022-25882", "CVE-2024-27318"]})
-
-
-def _location_problem(location: str, model_dir: Path | None) -> str | None:
-    """Why an external-data location is unsafe (``"missing"`` if merely absent), or ``None``."""
-    if not location:
-        return "is empty"
-    if "\x00" in location:
-        return "contains a NUL byte"
-    if location.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", location):
-        return "is an absolute path"
-    if ".." in _SEPARATORS.split(location):
-        return "climbs out of the model directory ('..')"
-    if model_dir is None:
-        return None
-    base = os.path.realpath(model_dir)
-    target = os.path.realpath(os.path.join(base, location))
-    if os.path.commonpath([base, target]) != base:
-        return "resolves outside the model directory (symbolic link)"
-    if not os.path.exists(target):
-        return "missing"
-    return None
