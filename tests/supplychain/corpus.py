@@ -25,7 +25,7 @@ from pathlib import Path
 
 #: Modules under ``tests/supplychain/samples`` that contribute samples.
 FAMILIES = ("pickles", "archives", "pytorch", "numpy_joblib", "keras_tf_onnx",
-            "safetensors_gguf")
+            "safetensors_gguf", "huggingface")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ Format ids:
 ``gguf``                  GGUF (llama.cpp)
 ``onnx``                  ONNX ``ModelProto``
 ``savedmodel``            TensorFlow ``SavedModel`` protocol buffer
-``json`` / ``text``       configuration and text (not a model format)
+``json`` / ``text``       configuration and text (JSON: Hugging Face custom code, shards)
 ``empty`` / ``unknown``   nothing to scan / no format recognised
 ========================  ==================================================================
 """

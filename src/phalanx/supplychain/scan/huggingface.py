@@ -1,0 +1,183 @@
+"""The Hugging Face repository scanner: custom code a model runs, and shard paths it reads.
+
+A model repository is more than its weight files. ``transformers`` reads JSON files beside
+them, and two of their fields make loading reach beyond the weights:
+
+- **``auto_map``** (``config.json``, ``tokenizer_config.json``, processor configs) and
+  ``custom_pipelines`` name classes in Python modules. Loaded with ``trust_remote_code=True``,
+  ``transformers`` imports those modules, so whatever they contain runs on the loading
+  machine: code the weights' scanners never judge. A reference such as
+  ``"other-org/repo--modeling_x.Model"`` fetches the module from *another* repository, which a
+  scan of this one never saw (HIGH); a module of this repository is MEDIUM, which fails the
+  scan at the default threshold, as any import the pickle allowlist does not know does. A
+  module path that leaves the directory is HIGH.
+- **``weight_map``** (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``) names
+  the shard file of each tensor, which the loader joins to the model directory and opens. A
+  shard that is absolute, climbs out with ``..`` or resolves outside through a link reads a
+  file the repository does not hold (HIGH), like ONNX external data (CVE-2022-25882).
+
+The files are found by content (a JSON object with those fields), not by name; nothing is
+imported or run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from phalanx.core.findings import Finding, Severity
+from phalanx.supplychain.scan.base import (
+    BUNDLED_FORMATS,
+    FileScanner,
+    ScanSession,
+    Source,
+    Tally,
+    side_file_problem,
+)
+from phalanx.supplychain.scan.pickle_vm import REFS
+
+__all__ = ["HuggingFaceScanner", "code_references"]
+
+_TRANSFORMERS = "https://huggingface.co/docs/transformers/custom_models"
+
+
+class HuggingFaceScanner(FileScanner):
+    """Hugging Face repository files: ``auto_map`` custom code and ``weight_map`` shards.
+
+    Threat model: an attacker who publishes a model repository and a victim who loads it with
+    ``transformers`` (``from_pretrained``), with or without ``trust_remote_code=True``. The
+    scan reads the JSON; it never imports the modules it names.
+
+    Example:
+        >>> from phalanx.supplychain.scan.huggingface import HuggingFaceScanner
+        >>> findings = list(HuggingFaceScanner().scan("config.json"))  # doctest: +SKIP
+    """
+
+    name = "huggingface"
+    title = "Hugging Face repository files"
+    paper = ("Hugging Face, Building custom models (trust_remote_code), " + _TRANSFORMERS)
+    refs = REFS
+    formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["huggingface"]
+
+    def scan_source(self, source: Source, session: ScanSession) -> Iterator[Finding]:
+        """Judge the code references and shard paths of one JSON file."""
+        limit = session.limits.max_header_bytes
+        if source.size > limit:
+            if _may_name_code_or_shards(source):
+                yield session.finding(
+                    source, "json-too-large", Severity.MEDIUM,
+                    "JSON file larger than the scan reads names custom code or shards",
+                    f"The file holds {source.size} bytes and mentions auto_map, weight_map or "
+                    f"custom_pipelines (or escapes characters, which can spell them); the scan "
+                    f"parses JSON files up to {limit} bytes, so what it names was not checked.",
+                    scanner=self.plugin_id(), fmt="json",
+                    evidence={"bytes": source.size, "incomplete": True})
+            return
+        with source.open() as fh:
+            raw = fh.read(limit + 1)
+        if b"\\" not in raw and not any(key in raw for key in _KEYS):
+            return  # cannot hold the fields (a key could only be spelt with escapes)
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError):
+            return  # not JSON a loader would read either; JSON is not a model format
+        if not isinstance(doc, dict):
+            return
+        model_dir = source.path.parent if source.path is not None else None
+        hits = Tally()
+        _shards(doc.get("weight_map"), model_dir, hits)
+        for where, reference in code_references(doc):
+            _code(where, reference, model_dir, hits)
+        yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="json",
+                                 locations_key="where")
+
+
+#: The fields this scanner judges, as they appear in a file that spells them plainly.
+_KEYS = (b'"auto_map"', b'"weight_map"', b'"custom_pipelines"')
+_CHUNK = 1 << 20
+
+
+def _may_name_code_or_shards(source: Source) -> bool:
+    """Whether a file too large to parse could hold one of the fields: it spells one, or
+    has an escape anywhere (read in chunks that overlap by a key's length)."""
+    overlap = max(len(k) for k in _KEYS)
+    tail = b""
+    with source.open() as fh:
+        while chunk := fh.read(_CHUNK):
+            window = tail + chunk
+            if b"\\" in window or any(key in window for key in _KEYS):
+                return True
+            tail = window[-overlap:]
+    return False
+
+
+def code_references(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(field, reference)`` for every class a config names in Python code: the values of
+    ``auto_map`` (a string, or a list of them with ``None`` for a missing slow or fast
+    tokenizer) and the ``impl`` of each ``custom_pipelines`` entry."""
+    auto_map = doc.get("auto_map")
+    if isinstance(auto_map, dict):
+        for key, value in auto_map.items():
+            values = value if isinstance(value, list) else [value]
+            for item in values:
+                if isinstance(item, str) and item:
+                    yield f"auto_map.{key}", item
+    pipelines = doc.get("custom_pipelines")
+    if isinstance(pipelines, dict):
+        for task, entry in pipelines.items():
+            impl = entry.get("impl") if isinstance(entry, dict) else None
+            if isinstance(impl, str) and impl:
+                yield f"custom_pipelines.{task}.impl", impl
+
+
+def _code(where: str, reference: str, model_dir: Path | None, hits: Tally) -> None:
+    # transformers: "[repo--]module.Class"; the module is a .py file of the repository.
+    repo, _, local = reference.rpartition("--")
+    module = local.rpartition(".")[0] or local
+    evidence = {"reference": reference[:300], "module": module[:200]}
+    if repo:
+        hits.add(("other-repo", repo, module), where, "hf-remote-code-other-repo", Severity.HIGH,
+                 f"Custom code from another repository ({repo[:80]})",
+                 f"{where} names {reference[:200]!r}: with trust_remote_code=True, transformers "
+                 f"downloads {module}.py from the repository {repo!r} and runs it. That code is "
+                 "not in the scanned files, and its owner can change it at any time.",
+                 {**evidence, "repository": repo[:200]})
+        return
+    problem = side_file_problem(f"{module}.py", model_dir)
+    if problem not in (None, "missing"):
+        hits.add(("module-path", module), where, "hf-remote-code-path", Severity.HIGH,
+                 f"Custom-code module {module[:80]!r} {problem}",
+                 f"{where} names {reference[:200]!r}: transformers opens the module's file by "
+                 "joining its name to the model directory, so a path that leaves it imports "
+                 "Python from elsewhere on the loading machine.", evidence)
+        return
+    # Whether the module is beside the config; unknown for a member of an archive.
+    present = None if model_dir is None else problem is None
+    where_it_is = {True: " It is in the repository.",
+                   False: " It is not beside this file, so it was not scanned.", None: ""}
+    hits.add(("module", module), where, "hf-remote-code", Severity.MEDIUM,
+             f"Custom code run with trust_remote_code: {module[:80]}.py",
+             f"{where} names {reference[:200]!r}: loaded with trust_remote_code=True, "
+             f"transformers imports {module}.py and runs it. The scan does not judge Python "
+             f"code; read the module before trusting it.{where_it_is[present]}",
+             {**evidence, "file_present": present})
+
+
+def _shards(weight_map: Any, model_dir: Path | None, hits: Tally) -> None:
+    if not isinstance(weight_map, dict):
+        return
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str):
+            continue
+        problem = side_file_problem(shard, model_dir)
+        if problem is None or problem == "missing":
+            continue  # a missing shard fails the load; it reads nothing else
+        hits.add(("shard", shard), f"weight_map[{str(tensor)[:100]!r}]",
+                 "hf-shard-path-traversal", Severity.HIGH,
+                 f"Weight shard {shard[:80]!r} {problem}",
+                 "The loader joins each shard name to the model directory and opens it, so a "
+                 "shard outside the directory reads a file the repository does not hold (a "
+                 "local file, or an attacker's checkpoint placed elsewhere) as model weights.",
+                 {"shard": shard[:300]})

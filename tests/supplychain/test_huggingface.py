@@ -1,0 +1,142 @@
+"""Hugging Face repository files: custom code named by ``auto_map`` and shard paths in a
+``weight_map``, found by content and judged without importing anything."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from phalanx.core.findings import Finding, Severity
+from phalanx.supplychain.scan import scan_paths
+from phalanx.supplychain.scan.base import ScanLimits
+
+
+def _by_rule(findings: list[Finding]) -> dict[str, list[Finding]]:
+    out: dict[str, list[Finding]] = {}
+    for f in findings:
+        out.setdefault(str(f.evidence["rule"]), []).append(f)
+    return out
+
+
+def _write_json(path: Path, doc: object) -> Path:
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_auto_map_modules_are_reported_with_where_they_are_named(tmp_path: Path) -> None:
+    _write_json(tmp_path / "config.json", {
+        "model_type": "x",
+        "auto_map": {"AutoConfig": "configuration_x.XConfig", "AutoModel": "modeling_x.XModel",
+                     "AutoModelForCausalLM": "modeling_x.XForCausalLM"},
+        "custom_pipelines": {"text-scoring": {"impl": "pipeline_x.Scorer", "pt": []}},
+    })
+    _write_json(tmp_path / "tokenizer_config.json",
+                {"auto_map": {"AutoTokenizer": ["tokenization_x.XTokenizer", None]}})
+    for name in ("configuration_x.py", "modeling_x.py", "tokenization_x.py"):
+        (tmp_path / name).write_text("import os\n")
+    report = scan_paths([tmp_path])
+    code = {f.evidence["module"]: f for f in _by_rule(report.findings)["hf-remote-code"]}
+    assert set(code) == {"configuration_x", "modeling_x", "pipeline_x", "tokenization_x"}
+    assert all(f.severity is Severity.MEDIUM for f in code.values())
+    modeling = code["modeling_x"]
+    assert modeling.evidence["count"] == 2
+    assert modeling.evidence["where"] == ["auto_map.AutoModel", "auto_map.AutoModelForCausalLM"]
+    assert modeling.evidence["file_present"] is True
+    assert "trust_remote_code" in modeling.detail
+    assert code["pipeline_x"].evidence["file_present"] is False
+    assert code["pipeline_x"].evidence["where"] == ["custom_pipelines.text-scoring.impl"]
+    assert report.failed()
+
+
+def test_code_from_another_repository_or_outside_the_directory_is_high(tmp_path: Path) -> None:
+    _write_json(tmp_path / "config.json", {"auto_map": {
+        "AutoModel": "evil-org/payloads--modeling_y.YModel",
+        "AutoConfig": "../../elsewhere/configuration_z.ZConfig",
+    }})
+    found = _by_rule(scan_paths([tmp_path]).findings)
+    (other,) = found["hf-remote-code-other-repo"]
+    assert other.severity is Severity.HIGH
+    assert other.evidence["repository"] == "evil-org/payloads"
+    assert other.evidence["module"] == "modeling_y"
+    (path,) = found["hf-remote-code-path"]
+    assert path.severity is Severity.HIGH
+    assert "climbs out" in path.title
+
+
+def test_weight_map_shards_outside_the_directory_are_high(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.bin").write_bytes(b"x")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model-00001-of-00002.safetensors").write_bytes(b"x")
+    (model / "linked.safetensors").symlink_to(outside / "secret.bin")
+    _write_json(model / "model.safetensors.index.json", {"metadata": {}, "weight_map": {
+        "a.weight": "model-00001-of-00002.safetensors",   # fine
+        "b.weight": "model-00002-of-00002.safetensors",   # missing: the load fails, no finding
+        "c.weight": "../outside/secret.bin",
+        "d.weight": "/etc/passwd",
+        "e.weight": "/etc/passwd",
+        "f.weight": "linked.safetensors",
+    }})
+    report = scan_paths([model / "model.safetensors.index.json"])
+    shards = {f.evidence["shard"]: f for f in _by_rule(report.findings)["hf-shard-path-traversal"]}
+    assert set(shards) == {"../outside/secret.bin", "/etc/passwd", "linked.safetensors"}
+    assert all(f.severity is Severity.HIGH for f in shards.values())
+    assert shards["/etc/passwd"].evidence["count"] == 2
+    assert "symbolic link" in shards["linked.safetensors"].title
+    assert len(report.findings) == 3
+
+
+def test_benign_repository_files_pass(tmp_path: Path) -> None:
+    (tmp_path / "model-00001-of-00001.safetensors").write_bytes(b"x")
+    _write_json(tmp_path / "model.safetensors.index.json", {
+        "metadata": {"total_size": 1}, "weight_map": {"w": "model-00001-of-00001.safetensors"}})
+    _write_json(tmp_path / "config.json", {"model_type": "llama", "architectures": ["Llama"]})
+    # A tokenizer file full of escapes but without the fields, a list, and broken JSON.
+    _write_json(tmp_path / "tokenizer.json", {"model": {"vocab": {"\u0120the": 1, "é": 2}}})
+    _write_json(tmp_path / "special_tokens_map.json", ["<s>", "</s>"])
+    (tmp_path / "broken.json").write_text('{"auto_map": {"AutoModel": ')
+    report = scan_paths([tmp_path])
+    assert not report.findings, [f.title for f in report.findings]
+
+
+def test_fields_spelt_with_escapes_are_still_found(tmp_path: Path) -> None:
+    """JSON lets a key be written with \\u escapes, and the loader decodes them: the scan
+    cannot skip a file because the plain spelling is absent."""
+    (tmp_path / "config.json").write_text(
+        '{"\\u0061uto_map": {"AutoModel": "modeling_q.Q"}}')
+    (found,) = scan_paths([tmp_path]).findings
+    assert found.evidence["rule"] == "hf-remote-code"
+
+
+def test_a_json_file_too_large_to_parse_fails_closed_only_if_it_may_name_code(
+    tmp_path: Path,
+) -> None:
+    limits = ScanLimits(max_header_bytes=4096)
+    big = tmp_path / "big"
+    big.mkdir()
+    filler = "x" * 8000
+    _write_json(big / "config.json", {"pad": filler, "auto_map": {"AutoModel": "m.M"}})
+    (found,) = scan_paths([big], limits=limits).findings
+    assert found.evidence["rule"] == "json-too-large"
+    assert found.severity is Severity.MEDIUM and found.evidence["incomplete"] is True
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_json(data / "rows.json", [{"text": filler}] * 3)
+    assert scan_paths([data], limits=limits).findings == []
+
+
+def test_a_config_inside_an_archive_is_judged_by_its_paths_alone(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("repo/config.json", json.dumps({"auto_map": {"AutoModel": "modeling_x.X"}}))
+        zf.writestr("repo/model.safetensors.index.json",
+                    json.dumps({"weight_map": {"w": "../../w.bin", "v": "shard.safetensors"}}))
+    (tmp_path / "repo.zip").write_bytes(buf.getvalue())
+    found = _by_rule(scan_paths([tmp_path / "repo.zip"]).findings)
+    assert found["hf-remote-code"][0].evidence["file_present"] is None  # not knowable
+    (shard,) = found["hf-shard-path-traversal"]
+    assert shard.evidence["shard"] == "../../w.bin"
