@@ -123,9 +123,14 @@ def test_a_json_file_too_large_to_parse_fails_closed_only_if_it_may_name_code(
     (found,) = scan_paths([big], limits=limits).findings
     assert found.evidence["rule"] == "json-too-large"
     assert found.severity is Severity.MEDIUM and found.evidence["incomplete"] is True
+    escaped = tmp_path / "escaped"
+    escaped.mkdir()
+    (escaped / "config.json").write_text('{"pad": "%s", "weight\\u005fmap": {}}' % filler)
+    (found,) = scan_paths([escaped], limits=limits).findings
+    assert found.evidence["rule"] == "json-too-large"
     data = tmp_path / "data"
     data.mkdir()
-    _write_json(data / "rows.json", [{"text": filler}] * 3)
+    _write_json(data / "rows.json", [{"text": filler + "\u0120\n"}] * 3)
     assert scan_paths([data], limits=limits).findings == []
 
 

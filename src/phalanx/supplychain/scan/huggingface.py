@@ -23,6 +23,7 @@ imported or run.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,15 +71,15 @@ class HuggingFaceScanner(FileScanner):
                     source, "json-too-large", Severity.MEDIUM,
                     "JSON file larger than the scan reads names custom code or shards",
                     f"The file holds {source.size} bytes and mentions auto_map, weight_map or "
-                    f"custom_pipelines (or escapes characters, which can spell them); the scan "
+                    f"custom_pipelines (or escapes letters, which can spell them); the scan "
                     f"parses JSON files up to {limit} bytes, so what it names was not checked.",
                     scanner=self.plugin_id(), fmt="json",
                     evidence={"bytes": source.size, "incomplete": True})
             return
         with source.open() as fh:
             raw = fh.read(limit + 1)
-        if b"\\" not in raw and not any(key in raw for key in _KEYS):
-            return  # cannot hold the fields (a key could only be spelt with escapes)
+        if not _may_spell_a_key(raw):
+            return  # cannot hold the fields: most JSON files a repository holds
         try:
             doc = json.loads(raw)
         except (ValueError, RecursionError):
@@ -96,18 +97,29 @@ class HuggingFaceScanner(FileScanner):
 
 #: The fields this scanner judges, as they appear in a file that spells them plainly.
 _KEYS = (b'"auto_map"', b'"weight_map"', b'"custom_pipelines"')
+#: A JSON escape that decodes to a character the keys are made of (``_`` and ``a``-``z``,
+#: U+005F to U+007A): a key spelt with escapes (``"\u0061uto_map"``) holds one. Escapes of
+#: other characters (``\u0120``, ``\n``, ``\\``) cannot spell a key, and a tokenizer file
+#: is full of them.
+_KEY_ESCAPE = re.compile(rb"\\u00(?:5[fF]|6[0-9a-fA-F]|7[0-9aA])")
 _CHUNK = 1 << 20
 
 
+def _may_spell_a_key(data: bytes) -> bool:
+    """Whether ``data`` can hold one of the fields: it spells one plainly, or has an escape
+    that could be part of one spelt otherwise."""
+    return any(key in data for key in _KEYS) or _KEY_ESCAPE.search(data) is not None
+
+
 def _may_name_code_or_shards(source: Source) -> bool:
-    """Whether a file too large to parse could hold one of the fields: it spells one, or
-    has an escape anywhere (read in chunks that overlap by a key's length)."""
+    """Whether a file too large to parse could hold one of the fields (read in chunks that
+    overlap by a key's length)."""
     overlap = max(len(k) for k in _KEYS)
     tail = b""
     with source.open() as fh:
         while chunk := fh.read(_CHUNK):
             window = tail + chunk
-            if b"\\" in window or any(key in window for key in _KEYS):
+            if _may_spell_a_key(window):
                 return True
             tail = window[-overlap:]
     return False
