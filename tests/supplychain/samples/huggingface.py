@@ -46,7 +46,8 @@ def _shards() -> dict[str, Any]:
 
 def _config(**extra: Any) -> dict[str, Any]:
     return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8,
-            "vocab_size": 16, "torch_dtype": "float32", **extra}
+            "intermediate_size": 16, "num_attention_heads": 2, "num_key_value_heads": 2,
+            "num_hidden_layers": 1, "vocab_size": 16, "torch_dtype": "float32", **extra}
 
 
 def _payload(canary: Path) -> str:
