@@ -1753,9 +1753,10 @@ class _Machine:
             f"Pickle runs the constructor of {target.qualname}",
             f"{opcode} at offset {self.offset} calls {func.qualname}{text}, which runs "
             f"{target.qualname}.__init__ with arguments the pickle chooses. Pickling writes "
-            "such objects with NEWOBJ and BUILD and never calls __init__; a layer built this "
-            "way allocates and initialises whatever its arguments ask for (Linear(100000, "
-            "100000) is 40 GB), exhausting the loading machine's memory.",
+            "such objects with NEWOBJ and BUILD and never calls __init__, so the constructor "
+            "does whatever those arguments ask: a torch.nn layer allocates and initialises "
+            "the weights they size (Linear(100000, 100000) is 40 GB), exhausting the loading "
+            "machine's memory.",
             key=target.qualname,
             offset=self.offset,
             callable=target.qualname,
