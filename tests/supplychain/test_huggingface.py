@@ -125,7 +125,7 @@ def test_a_json_file_too_large_to_parse_fails_closed_only_if_it_may_name_code(
     assert found.severity is Severity.MEDIUM and found.evidence["incomplete"] is True
     escaped = tmp_path / "escaped"
     escaped.mkdir()
-    (escaped / "config.json").write_text('{"pad": "%s", "weight\\u005fmap": {}}' % filler)
+    (escaped / "config.json").write_text('{"pad": "' + filler + '", "weight\\u005fmap": {}}')
     (found,) = scan_paths([escaped], limits=limits).findings
     assert found.evidence["rule"] == "json-too-large"
     data = tmp_path / "data"
