@@ -187,7 +187,8 @@ def test_deps_offline_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     report = json.loads(capsys.readouterr().out)
     assert report["service"]["status"] == "not queried" and report["complete"] is False
     assert {f["evidence"]["advisory"] for f in report["findings"]} == {
-        "CVE-2025-32434", "CVE-2025-1550", "CVE-2025-8747", "CVE-2024-27318"}
+        "CVE-2025-32434", "CVE-2025-1550", "CVE-2025-8747", "CVE-2025-9906",
+        "CVE-2024-27318"}
     reqs.write_text("onnx==1.15.0\n")  # medium only
     assert main(["-q", "deps", "-r", str(reqs), "--offline", "--fail-on", "high"]) == 0
 
