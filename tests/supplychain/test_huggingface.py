@@ -145,3 +145,42 @@ def test_a_config_inside_an_archive_is_judged_by_its_paths_alone(tmp_path: Path)
     assert found["hf-remote-code"][0].evidence["file_present"] is None  # not knowable
     (shard,) = found["hf-shard-path-traversal"]
     assert shard.evidence["shard"] == "../../w.bin"
+
+
+def test_sentence_transformers_module_types_outside_the_library_are_reported(
+    tmp_path: Path,
+) -> None:
+    """modules.json names each module's class; sentence-transformers imports one outside its
+    own namespace and calls its load(path)."""
+    _write_json(tmp_path / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling",
+         "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Custom", "type": "custom_st.MyPooling"},
+        {"idx": 3, "name": "3", "path": "3_Dense", "type": "some_pkg.layers.Dense"},
+        {"idx": 4, "name": "4", "path": "x", "type": "sentence_transformers.base.model.pickle"},
+        {"idx": 5, "name": "5", "path": "x", "type": "subprocess.Popen"},
+    ])
+    (tmp_path / "custom_st.py").write_text("class MyPooling: ...\n")
+    found = _by_rule(scan_paths([tmp_path]).findings)
+    custom = {f.evidence["reference"]: f for f in found["hf-remote-code"]}
+    assert set(custom) == {"custom_st.MyPooling", "some_pkg.layers.Dense"}
+    assert custom["custom_st.MyPooling"].evidence["file_present"] is True
+    assert custom["some_pkg.layers.Dense"].evidence["file_present"] is False
+    assert custom["custom_st.MyPooling"].evidence["where"] == ["modules[2].type"]
+    dangerous = {f.evidence["reference"]: f for f in found["hf-module-type-dangerous"]}
+    assert set(dangerous) == {"sentence_transformers.base.model.pickle", "subprocess.Popen"}
+    assert all(f.severity is Severity.HIGH for f in dangerous.values())
+    assert dangerous["subprocess.Popen"].evidence["deny_rule"] == "process-execution"
+
+
+def test_a_plain_sentence_transformers_model_passes(tmp_path: Path) -> None:
+    _write_json(tmp_path / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling",
+         "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize",
+         "type": "sentence_transformers.models.Normalize"}])
+    _write_json(tmp_path / "config_sentence_transformers.json",
+                {"__version__": {"sentence_transformers": "5.1.0"}, "prompts": {}})
+    assert scan_paths([tmp_path]).findings == []

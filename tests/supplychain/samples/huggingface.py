@@ -17,6 +17,7 @@ from corpus import Sample
 from samples.safetensors_gguf import st_file
 
 _CUSTOM_MODELS = "https://huggingface.co/docs/transformers/custom_models"
+_ST_MODULES = "https://sbert.net/docs/sentence_transformer/usage/custom_models.html"
 
 
 def _repo(out_dir: Path, files: dict[str, Any]) -> Path:
@@ -91,6 +92,23 @@ def _shard_traversal(out_dir: Path, canary: Path) -> Path:
     return _repo(out_dir, {**files, "config.json": _config()})
 
 
+def _st_modules(custom_type: str, custom_path: str) -> list[dict[str, Any]]:
+    # The custom module first: sentence-transformers loads modules in order.
+    return [{"idx": 0, "name": "0", "path": custom_path, "type": custom_type},
+            {"idx": 1, "name": "1", "path": "",
+             "type": "sentence_transformers.models.Transformer"},
+            {"idx": 2, "name": "2", "path": "2_Pooling",
+             "type": "sentence_transformers.models.Pooling"}]
+
+
+def _st_custom_module(out_dir: Path, canary: Path) -> Path:
+    return _repo(out_dir, {
+        **_shards(), "config.json": _config(),
+        "modules.json": _st_modules("custom_st.MyPooling", "0_Custom"),
+        "custom_st.py": _payload(canary).replace("XModel", "MyPooling"),
+    })
+
+
 SAMPLES = [
     Sample("hf-benign-sharded-repo", "dir", False, _benign,
            "a sharded safetensors checkpoint with its index, config, generation config and "
@@ -103,6 +121,10 @@ SAMPLES = [
            "tokenizer_config.json auto_map takes the tokenizer's code from another "
            "repository ('attacker/tokenizers--...'), never in the scanned files",
            source=_CUSTOM_MODELS, min_severity="high", rule="hf-remote-code-other-repo"),
+    Sample("hf-st-custom-module", "dir", True, _st_custom_module,
+           "sentence-transformers modules.json names custom_st.MyPooling, which "
+           "SentenceTransformer(..., trust_remote_code=True) imports (checked with 6.2)",
+           source=_ST_MODULES, rule="hf-remote-code"),
     Sample("hf-shard-path-traversal", "dir", True, _shard_traversal,
            "model.safetensors.index.json maps a tensor to a shard outside the repository "
            "(../../../../root/.cache/huggingface/token), which the loader opens",

@@ -11,6 +11,12 @@ them, and two of their fields make loading reach beyond the weights:
   scan of this one never saw (HIGH); a module of this repository is MEDIUM, which fails the
   scan at the default threshold, as any import the pickle allowlist does not know does. A
   module path that leaves the directory is HIGH.
+- **``modules.json``** (sentence-transformers) lists the class of each module by a dotted
+  ``type``, which is imported and its ``load`` called. One outside ``sentence_transformers``
+  is code from the repository or an installed package (``trust_remote_code=True``; before
+  sentence-transformers 6.0 a local directory did not need it): MEDIUM. A type that is not a
+  class (a module such as ``torch`` or ``pickle`` reached through an attribute), or that the
+  pickle policy denies, is never what the library writes: HIGH.
 - **``weight_map``** (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``) names
   the shard file of each tensor, which the loader joins to the model directory and opens. A
   shard that is absolute, climbs out with ``..`` or resolves outside through a link reads a
@@ -39,13 +45,14 @@ from phalanx.supplychain.scan.base import (
 )
 from phalanx.supplychain.scan.pickle_vm import REFS
 
-__all__ = ["HuggingFaceScanner", "code_references"]
+__all__ = ["HuggingFaceScanner", "code_references", "module_types"]
 
 _TRANSFORMERS = "https://huggingface.co/docs/transformers/custom_models"
 
 
 class HuggingFaceScanner(FileScanner):
-    """Hugging Face repository files: ``auto_map`` custom code and ``weight_map`` shards.
+    """Hugging Face repository files: ``auto_map`` custom code, sentence-transformers module
+    types and ``weight_map`` shards.
 
     Threat model: an attacker who publishes a model repository and a victim who loads it with
     ``transformers`` (``from_pretrained``), with or without ``trust_remote_code=True``. The
@@ -78,19 +85,21 @@ class HuggingFaceScanner(FileScanner):
             return
         with source.open() as fh:
             raw = fh.read(limit + 1)
-        if not _may_spell_a_key(raw):
+        if not _may_spell_a_key(raw) and not _may_list_modules(raw):
             return  # cannot hold the fields: most JSON files a repository holds
         try:
             doc = json.loads(raw)
         except (ValueError, RecursionError):
             return  # not JSON a loader would read either; JSON is not a model format
-        if not isinstance(doc, dict):
-            return
         model_dir = source.path.parent if source.path is not None else None
         hits = Tally()
-        _shards(doc.get("weight_map"), model_dir, hits)
-        for where, reference in code_references(doc):
-            _code(where, reference, model_dir, hits)
+        if isinstance(doc, list):
+            for where, reference in module_types(doc):
+                _module_type(where, reference, model_dir, session, hits)
+        elif isinstance(doc, dict):
+            _shards(doc.get("weight_map"), model_dir, hits)
+            for where, reference in code_references(doc):
+                _code(where, reference, model_dir, hits)
         yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="json",
                                  locations_key="where")
 
@@ -109,6 +118,13 @@ def _may_spell_a_key(data: bytes) -> bool:
     """Whether ``data`` can hold one of the fields: it spells one plainly, or has an escape
     that could be part of one spelt otherwise."""
     return any(key in data for key in _KEYS) or _KEY_ESCAPE.search(data) is not None
+
+
+def _may_list_modules(data: bytes) -> bool:
+    """Whether ``data`` can be a ``modules.json``: a JSON list that spells ``"type"``, or has
+    an escape that could spell it."""
+    return (data.lstrip(b" \t\r\n").startswith(b"[")
+            and (b'"type"' in data or _KEY_ESCAPE.search(data) is not None))
 
 
 def _may_name_code_or_shards(source: Source) -> bool:
@@ -142,6 +158,54 @@ def code_references(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
             impl = entry.get("impl") if isinstance(entry, dict) else None
             if isinstance(impl, str) and impl:
                 yield f"custom_pipelines.{task}.impl", impl
+
+
+def module_types(doc: list[Any]) -> Iterator[tuple[str, str]]:
+    """``(field, type)`` for every module of a sentence-transformers ``modules.json``."""
+    for i, entry in enumerate(doc):
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        if isinstance(kind, str) and kind:
+            yield f"modules[{i}].type", kind
+
+
+_ST_NAMESPACE = "sentence_transformers."
+#: A class name as sentence-transformers' own module types end (``Transformer``, ``Pooling``).
+_CLASS_NAME = re.compile(r"_?[A-Z][A-Za-z0-9]*")
+
+
+def _module_type(where: str, reference: str, model_dir: Path | None, session: ScanSession,
+                 hits: Tally) -> None:
+    module, _, name = reference.rpartition(".")
+    evidence = {"reference": reference[:300], "module": module[:200]}
+    rule = session.policy.denial(module, name)
+    if rule is not None or not _CLASS_NAME.fullmatch(name):
+        why = (f"the pickle policy's {rule.id} rule names it: it {rule.reason}" if rule
+               else f"{name!r} is not a class but a module or function attribute, so the "
+                    "call reaches whatever that object's load does (torch.load, pickle.load)")
+        hits.add(("st-anomalous", reference), where, "hf-module-type-dangerous", Severity.HIGH,
+                 f"Sentence-transformers module type {reference[:80]!r} is not a module class",
+                 f"{where} names {reference[:200]!r}; sentence-transformers imports it and calls "
+                 f"its load() with the module's path, and {why}. sentence-transformers only "
+                 "writes its own classes and a repository's custom classes here."
+                 + (" A type under sentence_transformers. is imported without "
+                    "trust_remote_code." if reference.startswith(_ST_NAMESPACE) else ""),
+                 {**evidence, **({"deny_rule": rule.id} if rule is not None else {})})
+        return
+    if reference.startswith(_ST_NAMESPACE):
+        return  # the library's own module classes
+    first = module.partition(".")[0]
+    present = None if model_dir is None or not first else side_file_problem(
+        f"{first}.py", model_dir) is None
+    where_it_is = {True: " The module is in the repository.",
+                   False: " No such module is in the repository: an installed package of "
+                          "that name is imported instead, or the code is fetched.", None: ""}
+    hits.add(("st-module", reference), where, "hf-remote-code", Severity.MEDIUM,
+             f"Custom sentence-transformers module: {reference[:80]}",
+             f"{where} names {reference[:200]!r}, a class outside sentence-transformers, which "
+             "it imports and calls .load() on when the model is loaded with "
+             "trust_remote_code=True (before sentence-transformers 6.0, a local directory did "
+             f"not need it). The scan does not judge that code.{where_it_is[present]}",
+             {**evidence, "file_present": present})
 
 
 def _code(where: str, reference: str, model_dir: Path | None, hits: Tally) -> None:
