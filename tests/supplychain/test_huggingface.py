@@ -128,10 +128,26 @@ def test_a_json_file_too_large_to_parse_fails_closed_only_if_it_may_name_code(
     (escaped / "config.json").write_text('{"pad": "' + filler + '", "weight\\u005fmap": {}}')
     (found,) = scan_paths([escaped], limits=limits).findings
     assert found.evidence["rule"] == "json-too-large"
+    padded = tmp_path / "padded"
+    padded.mkdir()
+    (padded / "modules.json").write_text(
+        " " * 8000 + json.dumps([{"idx": 0, "path": "", "type": "custom_st.M"}]))
+    (found,) = scan_paths([padded], limits=limits).findings
+    assert found.evidence["rule"] == "json-too-large"
     data = tmp_path / "data"
     data.mkdir()
     _write_json(data / "rows.json", [{"text": filler + "\u0120\n"}] * 3)
     assert scan_paths([data], limits=limits).findings == []
+
+
+def test_a_config_padded_with_whitespace_past_the_sniffer_head_is_still_judged(
+    tmp_path: Path,
+) -> None:
+    """json.load skips leading whitespace, so padding must not turn a config into "text"."""
+    (tmp_path / "config.json").write_text(
+        " \n" * 10_000 + json.dumps({"auto_map": {"AutoModel": "modeling_p.P"}}))
+    (found,) = scan_paths([tmp_path]).findings
+    assert found.evidence["rule"] == "hf-remote-code"
 
 
 def test_a_config_inside_an_archive_is_judged_by_its_paths_alone(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The Hugging Face repository scanner: custom code a model runs, and shard paths it reads.
 
-A model repository is more than its weight files. ``transformers`` reads JSON files beside
-them, and two of their fields make loading reach beyond the weights:
+A model repository is more than its weight files. ``transformers`` and
+sentence-transformers read JSON files beside them, and some of their fields make loading reach
+beyond the weights:
 
 - **``auto_map``** (``config.json``, ``tokenizer_config.json``, processor configs) and
   ``custom_pipelines`` name classes in Python modules. Loaded with ``trust_remote_code=True``,
@@ -77,8 +78,9 @@ class HuggingFaceScanner(FileScanner):
                 yield session.finding(
                     source, "json-too-large", Severity.MEDIUM,
                     "JSON file larger than the scan reads names custom code or shards",
-                    f"The file holds {source.size} bytes and mentions auto_map, weight_map or "
-                    f"custom_pipelines (or escapes letters, which can spell them); the scan "
+                    f"The file holds {source.size} bytes and mentions auto_map, weight_map, "
+                    f"custom_pipelines or a module type (or escapes letters, which can spell "
+                    f"them); the scan "
                     f"parses JSON files up to {limit} bytes, so what it names was not checked.",
                     scanner=self.plugin_id(), fmt="json",
                     evidence={"bytes": source.size, "incomplete": True})
@@ -128,14 +130,17 @@ def _may_list_modules(data: bytes) -> bool:
 
 
 def _may_name_code_or_shards(source: Source) -> bool:
-    """Whether a file too large to parse could hold one of the fields (read in chunks that
-    overlap by a key's length)."""
+    """Whether a file too large to parse could hold one of the fields, or be a
+    ``modules.json`` (read in chunks that overlap by a key's length)."""
     overlap = max(len(k) for k in _KEYS)
     tail = b""
+    listing: bool | None = None  # whether the document is a list, once its start is seen
     with source.open() as fh:
         while chunk := fh.read(_CHUNK):
             window = tail + chunk
-            if _may_spell_a_key(window):
+            if listing is None and window.strip(b" \t\r\n"):
+                listing = window.lstrip(b" \t\r\n").startswith(b"[")
+            if _may_spell_a_key(window) or (listing and b'"type"' in window):
                 return True
             tail = window[-overlap:]
     return False

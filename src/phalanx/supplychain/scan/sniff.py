@@ -262,7 +262,9 @@ def _text_kind(head: bytes) -> str | None:
     if any(ch in text for ch in "\x00\x01\x02\x03\x04\x05\x06\x07\x0e\x0f\x10\x1b\x7f"):
         return None
     stripped = text.lstrip("\ufeff \t\r\n")
-    if stripped[:1] in ("{", "["):
+    # Whitespace all through the head: a JSON parser skips it, so a config padded past the
+    # head is still JSON to its loader, and must be to the scan.
+    if not stripped or stripped[:1] in ("{", "["):
         return "json"
     return "text"
 
