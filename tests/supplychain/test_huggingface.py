@@ -200,3 +200,25 @@ def test_a_plain_sentence_transformers_model_passes(tmp_path: Path) -> None:
     _write_json(tmp_path / "config_sentence_transformers.json",
                 {"__version__": {"sentence_transformers": "5.1.0"}, "prompts": {}})
     assert scan_paths([tmp_path]).findings == []
+
+
+def test_diffusers_custom_pipelines_and_components_are_reported(tmp_path: Path) -> None:
+    _write_json(tmp_path / "model_index.json", {
+        "_class_name": ["pipeline_mine", "MyPipeline"], "_diffusers_version": "0.36.0",
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+        "unet": ["my_unet", "MyUNet"],
+        "vae": ["other_vae", "OtherVAE"],   # no vae/other_vae.py: diffusers refuses it
+    })
+    (tmp_path / "pipeline_mine.py").write_text("class MyPipeline: ...\n")
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "my_unet.py").write_text("class MyUNet: ...\n")
+    _write_json(tmp_path / "unet" / "config.json", {"_class_name": "MyUNet"})
+    found = scan_paths([tmp_path]).findings
+    code = {f.evidence["module"]: f for f in found}
+    assert set(code) == {"pipeline_mine", "unet/my_unet"}
+    assert all(f.evidence["rule"] == "hf-remote-code" for f in found)
+    assert code["pipeline_mine"].evidence["where"] == ["_class_name"]
+    assert code["unet/my_unet"].evidence["file_present"] is True
+    assert "diffusers imports" in code["unet/my_unet"].detail

@@ -18,6 +18,7 @@ from samples.safetensors_gguf import st_file
 
 _CUSTOM_MODELS = "https://huggingface.co/docs/transformers/custom_models"
 _ST_MODULES = "https://sbert.net/docs/sentence_transformer/usage/custom_models.html"
+_DIFFUSERS = "https://huggingface.co/docs/diffusers/using-diffusers/custom_pipeline_overview"
 
 
 def _repo(out_dir: Path, files: dict[str, Any]) -> Path:
@@ -109,6 +110,17 @@ def _st_custom_module(out_dir: Path, canary: Path) -> Path:
     })
 
 
+def _diffusers_component(out_dir: Path, canary: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "unet").mkdir(exist_ok=True)
+    (out_dir / "unet" / "my_unet.py").write_text(_payload(canary).replace("XModel", "MyUNet"))
+    return _repo(out_dir, {
+        "model_index.json": {"_class_name": "StableDiffusionPipeline",
+                             "_diffusers_version": "0.36.0",
+                             "unet": ["my_unet", "MyUNet"]},
+    })
+
+
 SAMPLES = [
     Sample("hf-benign-sharded-repo", "dir", False, _benign,
            "a sharded safetensors checkpoint with its index, config, generation config and "
@@ -125,6 +137,10 @@ SAMPLES = [
            "sentence-transformers modules.json names custom_st.MyPooling, which "
            "SentenceTransformer(..., trust_remote_code=True) imports (checked with 6.2)",
            source=_ST_MODULES, rule="hf-remote-code"),
+    Sample("hf-diffusers-custom-component", "dir", True, _diffusers_component,
+           "model_index.json declares the unet as [\"my_unet\", \"MyUNet\"]: "
+           "DiffusionPipeline.from_pretrained(..., trust_remote_code=True) runs unet/my_unet.py "
+           "(checked with diffusers 0.42)", source=_DIFFUSERS, rule="hf-remote-code"),
     Sample("hf-shard-path-traversal", "dir", True, _shard_traversal,
            "model.safetensors.index.json maps a tensor to a shard outside the repository "
            "(../../../../root/.cache/huggingface/token), which the loader opens",

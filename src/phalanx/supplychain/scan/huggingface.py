@@ -12,6 +12,10 @@ beyond the weights:
   scan of this one never saw (HIGH); a module of this repository is MEDIUM, which fails the
   scan at the default threshold, as any import the pickle allowlist does not know does. A
   module path that leaves the directory is HIGH.
+- **``model_index.json``** (diffusers) names the pipeline class and each component's
+  library and class. A ``_class_name`` of ``[module, class]`` is a pipeline in the
+  repository's ``module.py``; a component from a library other than diffusers' own is code in
+  ``<component>/<library>.py``. With ``trust_remote_code=True`` diffusers runs either: MEDIUM.
 - **``modules.json``** (sentence-transformers) lists the class of each module by a dotted
   ``type``, which is imported and its ``load`` called. One outside ``sentence_transformers``
   is code from the repository or an installed package (``trust_remote_code=True``; before
@@ -102,12 +106,15 @@ class HuggingFaceScanner(FileScanner):
             _shards(doc.get("weight_map"), model_dir, hits)
             for where, reference in code_references(doc):
                 _code(where, reference, model_dir, hits)
+            for where, reference, component in diffusers_references(doc):
+                _code(where, reference, model_dir, hits, loader="diffusers",
+                      only_if_present=component)
         yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="json",
                                  locations_key="where")
 
 
 #: The fields this scanner judges, as they appear in a file that spells them plainly.
-_KEYS = (b'"auto_map"', b'"weight_map"', b'"custom_pipelines"')
+_KEYS = (b'"auto_map"', b'"weight_map"', b'"custom_pipelines"', b'"_diffusers_version"')
 #: A JSON escape that decodes to a character the keys are made of (``_`` and ``a``-``z``,
 #: U+005F to U+007A): a key spelt with escapes (``"\u0061uto_map"``) holds one. Escapes of
 #: other characters (``\u0120``, ``\n``, ``\\``) cannot spell a key, and a tokenizer file
@@ -165,6 +172,31 @@ def code_references(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 yield f"custom_pipelines.{task}.impl", impl
 
 
+#: The libraries diffusers imports components from by name; any other library a
+#: ``model_index.json`` names is a module of the repository (or one already imported).
+_DIFFUSERS_LIBRARIES = frozenset({"diffusers", "transformers", "onnxruntime.training"})
+
+
+def diffusers_references(doc: dict[str, Any]) -> Iterator[tuple[str, str, bool]]:
+    """``(field, reference, component)`` for the custom code a diffusers ``model_index.json``
+    names: a ``_class_name`` of ``[module, class]`` (a pipeline in ``module.py``), and each
+    component ``[library, class]`` outside diffusers' own libraries, whose code diffusers
+    loads from ``<component>/<library>.py`` when that file exists (``component`` is true)."""
+    if "_diffusers_version" not in doc:
+        return
+    pipeline = doc.get("_class_name")
+    if (isinstance(pipeline, list) and len(pipeline) == 2
+            and all(isinstance(p, str) and p for p in pipeline)):
+        yield "_class_name", f"{pipeline[0]}.{pipeline[1]}", False
+    for name, value in doc.items():
+        if (name.startswith("_") or not isinstance(value, list) or len(value) != 2
+                or not all(isinstance(v, str) and v for v in value)):
+            continue
+        library, cls = value
+        if library not in _DIFFUSERS_LIBRARIES:
+            yield name, f"{name}/{library}.{cls}", True
+
+
 def module_types(doc: list[Any]) -> Iterator[tuple[str, str]]:
     """``(field, type)`` for every module of a sentence-transformers ``modules.json``."""
     for i, entry in enumerate(doc):
@@ -213,7 +245,10 @@ def _module_type(where: str, reference: str, model_dir: Path | None, session: Sc
              {**evidence, "file_present": present})
 
 
-def _code(where: str, reference: str, model_dir: Path | None, hits: Tally) -> None:
+def _code(where: str, reference: str, model_dir: Path | None, hits: Tally, *,
+          loader: str = "transformers", only_if_present: bool = False) -> None:
+    """Judge one code reference. ``only_if_present``: the loader runs the module only when its
+    file is in the repository (diffusers' components), so report nothing otherwise."""
     # transformers: "[repo--]module.Class"; the module is a .py file of the repository.
     repo, _, local = reference.rpartition("--")
     module = local.rpartition(".")[0] or local
@@ -230,18 +265,20 @@ def _code(where: str, reference: str, model_dir: Path | None, hits: Tally) -> No
     if problem not in (None, "missing"):
         hits.add(("module-path", module), where, "hf-remote-code-path", Severity.HIGH,
                  f"Custom-code module {module[:80]!r} {problem}",
-                 f"{where} names {reference[:200]!r}: transformers opens the module's file by "
+                 f"{where} names {reference[:200]!r}: {loader} opens the module's file by "
                  "joining its name to the model directory, so a path that leaves it imports "
                  "Python from elsewhere on the loading machine.", evidence)
         return
     # Whether the module is beside the config; unknown for a member of an archive.
     present = None if model_dir is None else problem is None
+    if only_if_present and not present:
+        return
     where_it_is = {True: " It is in the repository.",
                    False: " It is not beside this file, so it was not scanned.", None: ""}
     hits.add(("module", module), where, "hf-remote-code", Severity.MEDIUM,
              f"Custom code run with trust_remote_code: {module[:80]}.py",
              f"{where} names {reference[:200]!r}: loaded with trust_remote_code=True, "
-             f"transformers imports {module}.py and runs it. The scan does not judge Python "
+             f"{loader} imports {module}.py and runs it. The scan does not judge Python "
              f"code; read the module before trusting it.{where_it_is[present]}",
              {**evidence, "file_present": present})
 
