@@ -8,6 +8,9 @@ import json
 import zipfile
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from phalanx.core.findings import Finding, Severity
 from phalanx.supplychain.scan import scan_paths
 from phalanx.supplychain.scan.base import ScanLimits
@@ -222,3 +225,26 @@ def test_diffusers_custom_pipelines_and_components_are_reported(tmp_path: Path) 
     assert code["pipeline_mine"].evidence["where"] == ["_class_name"]
     assert code["unet/my_unet"].evidence["file_present"] is True
     assert "diffusers imports" in code["unet/my_unet"].detail
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                 max_size=4),
+    max_leaves=20)
+_FIELDS = st.sampled_from(["auto_map", "weight_map", "custom_pipelines", "_class_name",
+                           "_diffusers_version", "type", "unet", "AutoModel", "impl"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=st.recursive(_JSON, lambda inner: st.dictionaries(_FIELDS, inner, max_size=5)
+                        | st.lists(st.dictionaries(_FIELDS, inner, max_size=3), max_size=3),
+                        max_leaves=30))
+def test_any_json_document_gives_findings_or_nothing(tmp_path: Path, doc: object) -> None:
+    """Whatever shape the fields have, the scanner reports or passes; it never crashes."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(doc))
+    report = scan_paths([path])
+    assert all(f.evidence["rule"] != "scan-error" for f in report.findings), [
+        f.title for f in report.findings]
