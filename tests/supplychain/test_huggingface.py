@@ -248,3 +248,30 @@ def test_any_json_document_gives_findings_or_nothing(tmp_path: Path, doc: object
     report = scan_paths([path])
     assert all(f.evidence["rule"] != "scan-error" for f in report.findings), [
         f.title for f in report.findings]
+
+
+_LLAMA_LIKE = ("{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+               "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+               "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant"
+               "<|end_header_id|>\\n\\n' }}{% endif %}")
+
+
+def test_chat_templates_in_tokenizer_configs_are_checked_for_injection(tmp_path: Path) -> None:
+    bad = "{{ cycler.__init__.__globals__.os.popen('id').read() }}"
+    _write_json(tmp_path / "tokenizer_config.json", {"chat_template": [
+        {"name": "default", "template": _LLAMA_LIKE},
+        {"name": "tool_use", "template": bad}]})
+    _write_json(tmp_path / "chat_template.json", {"chat_template": bad})
+    found = scan_paths([tmp_path]).findings
+    dunder = {str(f.evidence["file"]).rsplit("/", 1)[-1]: f for f in found
+              if f.evidence["rule"] == "chat-template-dunder"}
+    assert set(dunder) == {"tokenizer_config.json", "chat_template.json"}
+    assert all(f.severity is Severity.CRITICAL for f in dunder.values())
+    assert dunder["tokenizer_config.json"].evidence["template_key"] == "chat_template[tool_use]"
+    assert "sandbox" in dunder["chat_template.json"].detail
+
+
+def test_ordinary_chat_templates_pass(tmp_path: Path) -> None:
+    _write_json(tmp_path / "tokenizer_config.json", {"bos_token": "<s>",
+                                                     "chat_template": _LLAMA_LIKE})
+    assert scan_paths([tmp_path]).findings == []

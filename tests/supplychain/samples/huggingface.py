@@ -121,6 +121,14 @@ def _diffusers_component(out_dir: Path, canary: Path) -> Path:
     })
 
 
+def _template_injection(out_dir: Path, canary: Path) -> Path:
+    template = ("{% for message in messages %}{{ message['content'] }}{% endfor %}"
+                "{{ cycler.__init__.__globals__.os.popen('touch " + str(canary) + "').read() }}")
+    return _repo(out_dir, {**_shards(), "config.json": _config(),
+                           "tokenizer_config.json": {"bos_token": "<s>",
+                                                     "chat_template": template}})
+
+
 SAMPLES = [
     Sample("hf-benign-sharded-repo", "dir", False, _benign,
            "a sharded safetensors checkpoint with its index, config, generation config and "
@@ -141,6 +149,11 @@ SAMPLES = [
            "model_index.json declares the unet as [\"my_unet\", \"MyUNet\"]: "
            "DiffusionPipeline.from_pretrained(..., trust_remote_code=True) runs unet/my_unet.py "
            "(checked with diffusers 0.42)", source=_DIFFUSERS, rule="hf-remote-code"),
+    Sample("hf-chat-template-injection", "dir", True, _template_injection,
+           "tokenizer_config.json chat template walks cycler.__init__.__globals__ to os.popen, "
+           "the CVE-2024-34359 payload in the file transformers, vLLM and TGI read templates "
+           "from", source="CVE-2024-34359", min_severity="critical",
+           rule="chat-template-dunder"),
     Sample("hf-shard-path-traversal", "dir", True, _shard_traversal,
            "model.safetensors.index.json maps a tensor to a shard outside the repository "
            "(../../../../root/.cache/huggingface/token), which the loader opens",

@@ -45,7 +45,7 @@ from phalanx.supplychain.scan.base import BUNDLED_FORMATS, FileScanner, ScanSess
 from phalanx.supplychain.scan.pickle_vm import REFS
 from phalanx.supplychain.scan.sniff import sniff_bytes
 
-__all__ = ["GGML_TYPES", "GgufScanner", "TemplateIssue", "analyse_chat_template"]
+__all__ = ["GGML_TYPES", "GgufScanner", "TemplateIssue", "analyse_chat_template", "template_rule"]
 
 #: ggml tensor types by id: (name, elements per block, bytes per block). Ids missing here were
 #: removed from ggml (4, 5, 31-33, 36-38) or are newer than this table.
@@ -1006,6 +1006,14 @@ _RULES: dict[str, tuple[str, str]] = {
         "templates are a few kilobytes.",
     ),
 }
+
+def template_rule(rule: str) -> tuple[str, str]:
+    """The title and detail of a ``chat-template-*`` rule (:class:`TemplateIssue`), for other
+    formats that carry chat templates."""
+    if not rule.startswith("chat-template-"):
+        raise KeyError(rule)
+    return _RULES[rule]
+
 
 _RULE_REFS = {"oversized-count": _DOS_REFS, "header-too-large": _DOS_REFS,
               "tensor-size-overflow": _DOS_REFS}

@@ -22,6 +22,12 @@ beyond the weights:
   sentence-transformers 6.0 a local directory did not need it): MEDIUM. A type that is not a
   class (a module such as ``torch`` or ``pickle`` reached through an attribute), or that the
   pickle policy denies, is never what the library writes: HIGH.
+- **``chat_template``** (``tokenizer_config.json``, ``chat_template.json``): the Jinja2
+  templates a server renders for every request, checked for template injection as GGUF
+  templates are (:func:`~phalanx.supplychain.scan.gguf.analyse_chat_template`).
+  ``transformers`` renders them in Jinja2's sandbox, which blocks the plain constructs;
+  sandbox escapes have been found (CVE-2024-56326, CVE-2025-27516), and other servers render
+  the same templates. No legitimate template needs them.
 - **``weight_map``** (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``) names
   the shard file of each tensor, which the loader joins to the model directory and opens. A
   shard that is absolute, climbs out with ``..`` or resolves outside through a link reads a
@@ -50,7 +56,8 @@ from phalanx.supplychain.scan.base import (
 )
 from phalanx.supplychain.scan.pickle_vm import REFS
 
-__all__ = ["HuggingFaceScanner", "code_references", "module_types"]
+__all__ = ["HuggingFaceScanner", "chat_templates", "code_references", "diffusers_references",
+           "module_types"]
 
 _TRANSFORMERS = "https://huggingface.co/docs/transformers/custom_models"
 
@@ -109,12 +116,15 @@ class HuggingFaceScanner(FileScanner):
             for where, reference, component in diffusers_references(doc):
                 _code(where, reference, model_dir, hits, loader="diffusers",
                       only_if_present=component)
+            for where, template in chat_templates(doc):
+                _template(where, template, hits)
         yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="json",
                                  locations_key="where")
 
 
 #: The fields this scanner judges, as they appear in a file that spells them plainly.
-_KEYS = (b'"auto_map"', b'"weight_map"', b'"custom_pipelines"', b'"_diffusers_version"')
+_KEYS = (b'"auto_map"', b'"weight_map"', b'"custom_pipelines"', b'"_diffusers_version"',
+         b'"chat_template"')
 #: A JSON escape that decodes to a character the keys are made of (``_`` and ``a``-``z``,
 #: U+005F to U+007A): a key spelt with escapes (``"\u0061uto_map"``) holds one. Escapes of
 #: other characters (``\u0120``, ``\n``, ``\\``) cannot spell a key, and a tokenizer file
@@ -281,6 +291,37 @@ def _code(where: str, reference: str, model_dir: Path | None, hits: Tally, *,
              f"{loader} imports {module}.py and runs it. The scan does not judge Python "
              f"code; read the module before trusting it.{where_it_is[present]}",
              {**evidence, "file_present": present})
+
+
+def chat_templates(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(field, template)`` for each chat template: ``chat_template`` as a string, or as the
+    list of ``{"name", "template"}`` that tokenizers with several templates save."""
+    value = doc.get("chat_template")
+    if isinstance(value, str):
+        yield "chat_template", value
+    elif isinstance(value, list):
+        for i, entry in enumerate(value):
+            template = entry.get("template") if isinstance(entry, dict) else None
+            if isinstance(template, str):
+                name = entry.get("name")
+                yield f"chat_template[{name if isinstance(name, str) else i}]", template
+
+
+def _template(where: str, template: str, hits: Tally) -> None:
+    # The GGUF module holds the template analysis; imported only when a template is met.
+    from phalanx.supplychain.scan.gguf import analyse_chat_template, template_rule
+
+    for issue in analyse_chat_template(template, max_chars=_MAX_TEMPLATE_CHARS):
+        title, detail = template_rule(issue.rule)
+        hits.add(("template", issue.rule), f"{where}, line {issue.line}: {issue.message}",
+                 issue.rule, issue.severity, title,
+                 detail + " transformers renders chat templates in Jinja2's sandbox, which "
+                 "blocks the plain forms; sandbox escapes exist (CVE-2024-56326, "
+                 "CVE-2025-27516), and other servers render the same template.",
+                 {"template_key": where})
+
+
+_MAX_TEMPLATE_CHARS = 1 << 20
 
 
 def _shards(weight_map: Any, model_dir: Path | None, hits: Tally) -> None:
