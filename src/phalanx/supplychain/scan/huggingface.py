@@ -63,12 +63,13 @@ _TRANSFORMERS = "https://huggingface.co/docs/transformers/custom_models"
 
 
 class HuggingFaceScanner(FileScanner):
-    """Hugging Face repository files: ``auto_map`` custom code, sentence-transformers module
-    types and ``weight_map`` shards.
+    """Hugging Face repository files: custom code (``auto_map``, diffusers pipelines and
+    components, sentence-transformers module types), chat templates and ``weight_map`` shards.
 
     Threat model: an attacker who publishes a model repository and a victim who loads it with
-    ``transformers`` (``from_pretrained``), with or without ``trust_remote_code=True``. The
-    scan reads the JSON; it never imports the modules it names.
+    ``transformers``, diffusers or sentence-transformers (``from_pretrained``), with or
+    without ``trust_remote_code=True``, or serves it. The scan reads the JSON; it never
+    imports the modules it names and never renders a template.
 
     Example:
         >>> from phalanx.supplychain.scan.huggingface import HuggingFaceScanner
@@ -82,17 +83,17 @@ class HuggingFaceScanner(FileScanner):
     formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["huggingface"]
 
     def scan_source(self, source: Source, session: ScanSession) -> Iterator[Finding]:
-        """Judge the code references and shard paths of one JSON file."""
+        """Judge the code references, chat templates and shard paths of one JSON file."""
         limit = session.limits.max_header_bytes
         if source.size > limit:
             if _may_name_code_or_shards(source):
                 yield session.finding(
                     source, "json-too-large", Severity.MEDIUM,
                     "JSON file larger than the scan reads names custom code or shards",
-                    f"The file holds {source.size} bytes and mentions auto_map, weight_map, "
-                    f"custom_pipelines or a module type (or escapes letters, which can spell "
-                    f"them); the scan "
-                    f"parses JSON files up to {limit} bytes, so what it names was not checked.",
+                    f"The file holds {source.size} bytes and mentions a field this scan judges "
+                    "(auto_map, weight_map, custom_pipelines, a diffusers pipeline, a chat "
+                    "template or a module type), or escapes letters that could spell one; the "
+                    f"scan parses JSON files up to {limit} bytes, so it was not checked.",
                     scanner=self.plugin_id(), fmt="json",
                     evidence={"bytes": source.size, "incomplete": True})
             return
