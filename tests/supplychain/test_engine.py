@@ -197,7 +197,7 @@ def test_other_scanner_plugins_take_formats_in_registry_name_order(
                                   scanner="early")
 
     class Late(FileScanner):
-        formats = ("pickle", "text")
+        formats = ("pickle", "unknown")
 
         def scan_source(self, source, session):  # type: ignore[no-untyped-def]
             yield session.finding(source, "late", Severity.HIGH, "late plugin",
@@ -220,7 +220,7 @@ def test_other_scanner_plugins_take_formats_in_registry_name_order(
     try:
         session = ScanSession()
         assert isinstance(session.scanner_for("pickle"), Early)
-        assert isinstance(session.scanner_for("text"), Late)
+        assert isinstance(session.scanner_for("unknown"), Late)
         assert session.scanner_for("npy").plugin_id() == "numpy"  # type: ignore[union-attr]
         assert session.scanner_for("empty") is None
         extra.pop("aaa-early")

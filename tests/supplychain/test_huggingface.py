@@ -275,3 +275,29 @@ def test_ordinary_chat_templates_pass(tmp_path: Path) -> None:
     _write_json(tmp_path / "tokenizer_config.json", {"bos_token": "<s>",
                                                      "chat_template": _LLAMA_LIKE})
     assert scan_paths([tmp_path]).findings == []
+
+
+def test_chat_template_files_are_checked_by_the_names_transformers_reads(tmp_path: Path) -> None:
+    """transformers 4.52+ saves templates as chat_template.jinja and
+    additional_chat_templates/NAME.jinja; other text files are not templates."""
+    bad = "{{ lipsum.__globals__['os'].popen('id').read() }}"
+    (tmp_path / "chat_template.jinja").write_text(bad)
+    (tmp_path / "additional_chat_templates").mkdir()
+    (tmp_path / "additional_chat_templates" / "tool_use.jinja").write_text("{% for m in messages %}"
+                                                                           "{{ m.content }}{% endfor %}")
+    (tmp_path / "additional_chat_templates" / "rag.jinja").write_text(bad)
+    (tmp_path / "README.md").write_text("Use {{ ''.__class__ }} in your own template at will.\n")
+    (tmp_path / "notes.jinja").write_text(bad)  # not a name transformers reads
+    found = scan_paths([tmp_path]).findings
+    dunder = sorted(Path(str(f.evidence["file"])).name for f in found
+                    if f.evidence["rule"] == "chat-template-dunder")
+    assert dunder == ["chat_template.jinja", "rag.jinja"]
+    assert {Path(str(f.evidence["file"])).name for f in found} == set(dunder)
+    assert all(str(f.evidence["rule"]).startswith("chat-template-") for f in found)
+
+
+def test_a_chat_template_file_too_large_to_analyse_fails_closed(tmp_path: Path) -> None:
+    (tmp_path / "chat_template.jinja").write_text("{{ messages }}" + " " * (4 << 20))
+    (found,) = scan_paths([tmp_path]).findings
+    assert found.evidence["rule"] == "chat-template-too-large"
+    assert found.severity is Severity.MEDIUM and found.evidence["incomplete"] is True

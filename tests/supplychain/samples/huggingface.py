@@ -129,6 +129,14 @@ def _template_injection(out_dir: Path, canary: Path) -> Path:
                                                      "chat_template": template}})
 
 
+def _template_file(out_dir: Path, canary: Path) -> Path:
+    template = ("{% for message in messages %}{{ message['content'] }}{% endfor %}"
+                "{{ lipsum.__globals__['os'].popen('touch " + str(canary) + "').read() }}")
+    return _repo(out_dir, {**_shards(), "config.json": _config(),
+                           "tokenizer_config.json": {"bos_token": "<s>"},
+                           "chat_template.jinja": template})
+
+
 SAMPLES = [
     Sample("hf-benign-sharded-repo", "dir", False, _benign,
            "a sharded safetensors checkpoint with its index, config, generation config and "
@@ -154,6 +162,10 @@ SAMPLES = [
            "the CVE-2024-34359 payload in the file transformers, vLLM and TGI read templates "
            "from", source="CVE-2024-34359", min_severity="critical",
            rule="chat-template-dunder"),
+    Sample("hf-chat-template-file-injection", "dir", True, _template_file,
+           "chat_template.jinja, where transformers 4.52+ saves the chat template, reaches "
+           "os.popen through lipsum.__globals__", source="CVE-2024-34359",
+           min_severity="critical", rule="chat-template-dunder"),
     Sample("hf-shard-path-traversal", "dir", True, _shard_traversal,
            "model.safetensors.index.json maps a tensor to a shard outside the repository "
            "(../../../../root/.cache/huggingface/token), which the loader opens",

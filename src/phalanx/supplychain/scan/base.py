@@ -60,7 +60,7 @@ CHECK_ID = "model-scan"
 BUNDLED_FORMATS: dict[str, tuple[str, ...]] = {
     "archive": ("zip", "tar", "gzip", "bz2", "xz", "zlib", "lzma"),
     "gguf": ("gguf",),
-    "huggingface": ("json",),
+    "huggingface": ("json", "text"),
     "keras": ("keras", "hdf5"),
     "numpy": ("npy", "npz"),
     "onnx": ("onnx",),

@@ -22,8 +22,10 @@ beyond the weights:
   sentence-transformers 6.0 a local directory did not need it): MEDIUM. A type that is not a
   class (a module such as ``torch`` or ``pickle`` reached through an attribute), or that the
   pickle policy denies, is never what the library writes: HIGH.
-- **``chat_template``** (``tokenizer_config.json``, ``chat_template.json``): the Jinja2
-  templates a server renders for every request, checked for template injection as GGUF
+- **``chat_template``** (``tokenizer_config.json``, ``chat_template.json``, and the
+  ``chat_template.jinja`` and ``additional_chat_templates/*.jinja`` files transformers 4.52+
+  saves, found by those names as transformers finds them): the Jinja2 templates a server
+  renders for every request, checked for template injection as GGUF
   templates are (:func:`~phalanx.supplychain.scan.gguf.analyse_chat_template`).
   ``transformers`` renders them in Jinja2's sandbox, which blocks the plain constructs;
   sandbox escapes have been found (CVE-2024-56326, CVE-2025-27516), and other servers render
@@ -33,8 +35,8 @@ beyond the weights:
   shard that is absolute, climbs out with ``..`` or resolves outside through a link reads a
   file the repository does not hold (HIGH), like ONNX external data (CVE-2022-25882).
 
-The files are found by content (a JSON object with those fields), not by name; nothing is
-imported or run.
+The JSON files are found by content (a JSON object with those fields), not by name; the
+template files by the names transformers reads. Nothing is imported, run or rendered.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 from phalanx.core.findings import Finding, Severity
@@ -83,7 +85,13 @@ class HuggingFaceScanner(FileScanner):
     formats: ClassVar[tuple[str, ...]] = BUNDLED_FORMATS["huggingface"]
 
     def scan_source(self, source: Source, session: ScanSession) -> Iterator[Finding]:
-        """Judge the code references, chat templates and shard paths of one JSON file."""
+        """Judge the code references, chat templates and shard paths of one JSON file, or the
+        chat template of a ``.jinja`` file transformers reads (any other text passes)."""
+        if _is_template_file(source.name):
+            yield from self._template_file(source, session)
+            return
+        if session.format_of(source) != "json":
+            return
         limit = session.limits.max_header_bytes
         if source.size > limit:
             if _may_name_code_or_shards(source):
@@ -121,6 +129,35 @@ class HuggingFaceScanner(FileScanner):
                 _template(where, template, hits)
         yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="json",
                                  locations_key="where")
+
+
+    def _template_file(self, source: Source, session: ScanSession) -> Iterator[Finding]:
+        hits = Tally()
+        where = PurePosixPath(source.name.replace("\\", "/")).name
+        if source.size > 4 * _MAX_TEMPLATE_CHARS:  # 4 bytes a character at most
+            hits.add(("template", "chat-template-too-large"), where, "chat-template-too-large",
+                     Severity.MEDIUM, *_template_rule("chat-template-too-large"),
+                     {"template_key": where, "bytes": source.size, "incomplete": True})
+        else:
+            with source.open() as fh:
+                text = fh.read(4 * _MAX_TEMPLATE_CHARS).decode("utf-8", errors="replace")
+            _template(where, text, hits)
+        yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="text",
+                                 locations_key="where")
+
+
+#: Where transformers (4.52 and later) saves chat templates: ``chat_template.jinja`` beside the
+#: tokenizer or processor files, and further named templates in ``additional_chat_templates``.
+_TEMPLATE_FILE = "chat_template.jinja"
+_TEMPLATE_DIR = "additional_chat_templates"
+
+
+def _is_template_file(name: str) -> bool:
+    """Whether a source is a chat-template file by the name transformers looks it up by (the
+    loader finds templates by name, so the scan does too); a member's own name counts."""
+    path = PurePosixPath(name.rpartition("!")[2].replace("\\", "/"))
+    return path.name == _TEMPLATE_FILE or (path.parent.name == _TEMPLATE_DIR
+                                           and path.suffix == ".jinja")
 
 
 #: The fields this scanner judges, as they appear in a file that spells them plainly.
@@ -310,16 +347,21 @@ def chat_templates(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 def _template(where: str, template: str, hits: Tally) -> None:
     # The GGUF module holds the template analysis; imported only when a template is met.
-    from phalanx.supplychain.scan.gguf import analyse_chat_template, template_rule
+    from phalanx.supplychain.scan.gguf import analyse_chat_template
 
     for issue in analyse_chat_template(template, max_chars=_MAX_TEMPLATE_CHARS):
-        title, detail = template_rule(issue.rule)
         hits.add(("template", issue.rule), f"{where}, line {issue.line}: {issue.message}",
-                 issue.rule, issue.severity, title,
-                 detail + " transformers renders chat templates in Jinja2's sandbox, which "
-                 "blocks the plain forms; sandbox escapes exist (CVE-2024-56326, "
-                 "CVE-2025-27516), and other servers render the same template.",
+                 issue.rule, issue.severity, *_template_rule(issue.rule),
                  {"template_key": where})
+
+
+def _template_rule(rule: str) -> tuple[str, str]:
+    from phalanx.supplychain.scan.gguf import template_rule
+
+    title, detail = template_rule(rule)
+    return title, (detail + " transformers renders chat templates in Jinja2's sandbox, which "
+                   "blocks the plain forms; sandbox escapes exist (CVE-2024-56326, "
+                   "CVE-2025-27516), and other servers render the same template.")
 
 
 _MAX_TEMPLATE_CHARS = 1 << 20
