@@ -304,7 +304,7 @@ def _code(where: str, reference: str, model_dir: Path | None, hits: Tally, *,
     if repo:
         hits.add(("other-repo", repo, module), where, "hf-remote-code-other-repo", Severity.HIGH,
                  f"Custom code from another repository ({repo[:80]})",
-                 f"{where} names {reference[:200]!r}: with trust_remote_code=True, transformers "
+                 f"{where} names {reference[:200]!r}: with trust_remote_code=True, {loader} "
                  f"downloads {module}.py from the repository {repo!r} and runs it. That code is "
                  "not in the scanned files, and its owner can change it at any time.",
                  {**evidence, "repository": repo[:200]})
