@@ -1212,23 +1212,26 @@ class _Analysis:
         via: str = "",
         index: int = 0,
         **evidence: Any,
-    ) -> None:
+    ) -> _Event | None:
+        """Record an event, or count one more of the same; the event, or ``None`` when a
+        silent machine or the findings limit dropped it."""
         if machine is not None:
             if machine.silent and kind != "limit":
-                return
+                return None
             depth, via, index = machine.depth, machine.via, machine.index
         dedup = (kind, depth, via, index, key)
         existing = self._events.get(dedup)
         if existing is not None:
             existing.count += 1
-            return
+            return existing
         if len(self._events) >= self.limits.max_findings:
             self._overflow += 1
-            return
+            return None
         full = {"kind": kind, "pickle_index": index, "depth": depth, **evidence}
         if via:
             full["via"] = via
-        self._events[dedup] = _Event(kind, severity, title, detail, remediation, full)
+        event = self._events[dedup] = _Event(kind, severity, title, detail, remediation, full)
+        return event
 
     def malformed(self, depth: int, via: str, index: int, offset: int, message: str) -> None:
         self.complete = False
@@ -1712,7 +1715,7 @@ class _Machine:
         if analysis.allocation is not None:
             analysis.allocation["requested_bytes"] = analysis.requested
             return
-        analysis.event(
+        event = analysis.event(
             self,
             "allocation",
             Severity.MEDIUM,
@@ -1727,7 +1730,6 @@ class _Machine:
             callable=func.qualname,
             requested_bytes=analysis.requested,
         )
-        event = analysis._events.get(("allocation", self.depth, self.via, self.index, ""))
         if event is not None:
             analysis.allocation = event.evidence
 
