@@ -80,11 +80,15 @@ class _Skip(NamedTuple):
     incomplete: bool = False
 
 
-def _link_skip(title: str) -> _Skip:
-    return _Skip("symlink-or-limit", Severity.LOW, title,
-                 "The scan does not follow links out of the tree it was given, so what they "
-                 "point to was not scanned.",
-                 "Scan the link's target separately if the model needs it.")
+_LINK_DETAIL = ("The scan does not follow links out of the tree it was given, so what they "
+                "point to was not scanned.")
+_LINK_REMEDIATION = "Scan the link's target separately if the model needs it."
+_LINK_TO_DIRECTORY = _Skip("symlink-or-limit", Severity.LOW,
+                           "symbolic link to a directory, not followed", _LINK_DETAIL,
+                           _LINK_REMEDIATION)
+_LINK_OUT_OF_TREE = _Skip("symlink-or-limit", Severity.LOW,
+                          "symbolic link out of the scanned tree, not followed", _LINK_DETAIL,
+                          _LINK_REMEDIATION)
 
 
 def _special_skip(kind: str) -> _Skip:
@@ -111,7 +115,7 @@ def _walk(path: Path, limits: ScanLimits) -> Iterator[tuple[Path, _Skip | None]]
     except OSError:
         mode = 0  # the error comes when the file is read
     if stat.S_ISLNK(mode) and path.is_dir():
-        yield path, _link_skip("symbolic link to a directory, not followed")
+        yield path, _LINK_TO_DIRECTORY
         return
     if not stat.S_ISDIR(mode):
         yield path, None
@@ -122,13 +126,13 @@ def _walk(path: Path, limits: ScanLimits) -> Iterator[tuple[Path, _Skip | None]]
         dirnames.sort()
         for d in dirnames:
             if Path(dirpath, d).is_symlink():
-                yield Path(dirpath, d), _link_skip("symbolic link to a directory, not followed")
+                yield Path(dirpath, d), _LINK_TO_DIRECTORY
         for name in sorted(filenames):
             full = Path(dirpath, name)
             if full.is_symlink():
                 target = os.path.realpath(full)
                 if os.path.commonpath([target, root]) != root:
-                    yield full, _link_skip("symbolic link out of the scanned tree, not followed")
+                    yield full, _LINK_OUT_OF_TREE
                     continue
             try:
                 kind = _SPECIAL.get(stat.S_IFMT(os.stat(full).st_mode))
