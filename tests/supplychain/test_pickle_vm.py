@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
+import pickletools
 import struct
 import subprocess
 import sys
@@ -1419,3 +1421,25 @@ def test_invalid_escapes_in_a_protocol_0_string_warn_nobody() -> None:
         lint = analyse_pickle(b"0" + data)
     assert report.findings == [] and report.complete
     assert [f.evidence["kind"] for f in lint.findings] == ["malformed"]
+
+
+def test_every_opcode_has_a_handler() -> None:
+    # The table maps pickletools' opcodes to handlers by name (shared ones through
+    # _SHARED_HANDLERS): a misspelt entry would leave an opcode "not supported" and turn
+    # every pickle that uses it into a malformed-stream finding.
+    from phalanx.supplychain.scan import pickle_vm
+
+    table = pickle_vm._Machine._table()
+    assert set(table) == set(pickletools.opcodes)
+    unsupported = [op.name for op, handler in table.items()
+                   if handler is pickle_vm._Machine.op_unsupported]
+    assert unsupported == []
+    assert set(pickle_vm._SHARED_HANDLERS) <= {op.name for op in pickletools.opcodes}
+
+
+def test_the_build_under_test_is_the_one_expected() -> None:
+    # `make test-compiled` runs this suite against the compiled build with
+    # PHALANX_EXPECT_COMPILED=1: a build that fell back to the source must not pass as tested.
+    from phalanx.supplychain.scan import pickle_vm
+
+    assert pickle_vm.COMPILED is (os.environ.get("PHALANX_EXPECT_COMPILED") == "1")
