@@ -6,7 +6,8 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint typecheck contracts pytest data models install dev clean allowlist
+.PHONY: demo test lint typecheck contracts pytest data models install dev clean allowlist \
+	compiled test-compiled
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +52,20 @@ contracts: dev
 pytest: dev data models
 	$(BIN)/python -m pytest
 
-test: lint typecheck contracts pytest
+# The optional compiled build (PHALANX_COMPILE=1: the pickle analyser compiled with mypyc),
+# unpacked into build/compiled; test-compiled runs the scan tests against it, and is skipped
+# with a message on a machine without a C compiler.
+compiled: dev
+	bash scripts/build-compiled.sh $(BIN)/python build/compiled
+
+test-compiled: dev
+	@rc=0; bash scripts/build-compiled.sh $(BIN)/python build/compiled || rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "test-compiled: skipped, no C compiler"; exit 0; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	PHALANX_EXPECT_COMPILED=1 PYTHONPATH=build/compiled $(BIN)/python -m pytest -q \
+		tests/supplychain tests/cli/test_scan_cli.py
+
+test: lint typecheck contracts pytest test-compiled
 
 # The bundled pickle allowlist's parsed copy (pickle.json), rewritten after pickle.yaml is edited.
 allowlist: install
