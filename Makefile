@@ -63,7 +63,7 @@ test-compiled: dev
 	if [ $$rc -eq 3 ]; then echo "test-compiled: skipped, no C compiler"; exit 0; fi; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	PHALANX_EXPECT_COMPILED=1 PYTHONPATH=build/compiled $(BIN)/python -m pytest -q \
-		tests/supplychain tests/cli/test_scan_cli.py
+		tests/supplychain tests/cli/test_scan_cli.py tests/cli/test_supplychain_cli.py
 
 test: lint typecheck contracts pytest test-compiled
 

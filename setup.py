@@ -1,9 +1,10 @@
 """Build hook for the optional compiled pickle analyser; everything else is in pyproject.toml.
 
-A plain build (``pip install .``) is pure Python. With ``PHALANX_COMPILE=1`` the static
-pickle analyser (``phalanx/supplychain/scan/pickle_vm.py``) is also compiled to a C extension
-with mypyc, which the interpreter then imports in place of the source; it needs mypy and a C
-compiler in the build environment, so build without isolation::
+A plain build (``pip install .``) is pure Python. With ``PHALANX_COMPILE=1`` the model-file
+scanner's hot path (the static pickle analyser, the format sniffer and the scan driver) is
+also compiled to C extensions with mypyc, which the interpreter then imports in place of the
+sources; it needs mypy and a C compiler in the build environment, so build without
+isolation::
 
     pip install "mypy>=1.10"
     PHALANX_COMPILE=1 pip wheel --no-build-isolation --no-deps -w dist .
@@ -16,8 +17,13 @@ import sys
 
 from setuptools import setup
 
-#: Modules compiled when PHALANX_COMPILE=1, relative to this file.
-COMPILED_MODULES = ["src/phalanx/supplychain/scan/pickle_vm.py"]
+#: Modules compiled when PHALANX_COMPILE=1, relative to this file. None of them defines a
+#: class that other modules or plugins subclass (mypyc forbids that for compiled classes).
+COMPILED_MODULES = [
+    "src/phalanx/supplychain/scan/pickle_vm.py",
+    "src/phalanx/supplychain/scan/sniff.py",
+    "src/phalanx/supplychain/scan/engine.py",
+]
 
 
 def ext_modules() -> list:

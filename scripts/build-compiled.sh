@@ -20,8 +20,9 @@ PHALANX_COMPILE=1 "$python" -m pip wheel --disable-pip-version-check -q --no-bui
     echo "build-compiled: the compiled build failed (log: $out.wheel/build.log)" >&2
     exit 1
 }
-# The package only: the wheel's metadata would make a second "phalanx" distribution on the
-# path beside the development install, whose entry points the plugin registry reads.
+# The package and mypyc's shared runtime module (top level, when several modules are
+# compiled), not the metadata: that would make a second "phalanx" distribution on the path
+# beside the development install, whose entry points the plugin registry reads.
 "$python" - "$out.wheel" "$out" <<'PY'
 import pathlib
 import sys
@@ -31,7 +32,7 @@ wheels = sorted(pathlib.Path(sys.argv[1]).glob("phalanx-*.whl"))
 if len(wheels) != 1:
     sys.exit(f"build-compiled: expected one wheel in {sys.argv[1]}, found {len(wheels)}")
 with zipfile.ZipFile(wheels[0]) as wheel:
-    members = [m for m in wheel.namelist() if m.startswith("phalanx/")]
+    members = [m for m in wheel.namelist() if not m.split("/")[0].endswith(".dist-info")]
     if not any(m.endswith((".so", ".pyd")) for m in members):
         sys.exit(f"build-compiled: {wheels[0].name} holds no compiled module")
     wheel.extractall(sys.argv[2], members)

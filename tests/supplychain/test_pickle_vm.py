@@ -1440,6 +1440,19 @@ def test_every_opcode_has_a_handler() -> None:
 def test_the_build_under_test_is_the_one_expected() -> None:
     # `make test-compiled` runs this suite against the compiled build with
     # PHALANX_EXPECT_COMPILED=1: a build that fell back to the source must not pass as tested.
+    import ast
+    import importlib
+
     from phalanx.supplychain.scan import pickle_vm
 
-    assert pickle_vm.COMPILED is (os.environ.get("PHALANX_EXPECT_COMPILED") == "1")
+    expected = os.environ.get("PHALANX_EXPECT_COMPILED") == "1"
+    assert pickle_vm.COMPILED is expected
+    setup = ast.parse((Path(__file__).parents[2] / "setup.py").read_text(encoding="utf-8"))
+    listed = next(ast.literal_eval(node.value) for node in setup.body
+                  if isinstance(node, ast.Assign)
+                  and getattr(node.targets[0], "id", "") == "COMPILED_MODULES")
+    assert "src/phalanx/supplychain/scan/pickle_vm.py" in listed
+    for path in listed:
+        name = path.removeprefix("src/").removesuffix(".py").replace("/", ".")
+        module_file = importlib.import_module(name).__file__ or ""
+        assert module_file.endswith((".py", ".pyc")) is not expected, (name, module_file)

@@ -135,7 +135,7 @@ class Source:
         Raises:
             OSError: The file cannot be read (a larger one's errors come when it is opened).
         """
-        p = Path(path)
+        p = path if isinstance(path, Path) else Path(path)
         root = root if root is not None else p.parent
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:

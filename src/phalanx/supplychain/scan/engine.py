@@ -176,25 +176,40 @@ def scan_paths(
     Raises:
         InputError: A path does not exist.
     """
-    items = [Path(p) for p in paths]
-    missing = [str(p) for p in items if not p.exists() and not p.is_symlink()]
+    items = [p if isinstance(p, Path) else Path(p) for p in paths]
+    # One lstat per path (a second stat only for a link): (item, lstat mode, followed mode).
+    named: list[tuple[Path, int, int]] = []
+    missing = []
+    for item in items:
+        try:
+            own = os.lstat(item).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(str(item))
+            continue
+        except OSError:
+            own = 0  # unreadable (permissions): said when it is read
+        mode = own
+        if stat.S_ISLNK(own):
+            try:
+                mode = os.stat(item).st_mode
+            except OSError:
+                mode = 0  # a dangling link: said when it is read
+        named.append((item, own, mode))
     if missing:
         raise InputError(f"no such file or directory: {', '.join(missing)}")
     session = ScanSession(policy=policy, limits=limits, ecosystems=ecosystems)
     report = ScanReport()
     started = time.perf_counter()
-    for item in items:
-        try:
-            mode = os.stat(item).st_mode
-        except OSError:
-            mode = 0  # a dangling link: said when it is read
+    for item, own, mode in named:
         directory = stat.S_ISDIR(mode)
         kind = _SPECIAL.get(stat.S_IFMT(mode))
         if kind is not None:  # never opened: a pipe blocks, a device has no end or size
             report.findings.append(session.error(_unread(item), f"not a regular file ({kind}), "
                                                  "not read", scanner="session", fmt="-"))
             continue
-        for path, skip in _walk(item, session.limits):
+        # A plain file needs no walk (the walk's own lstat would repeat the one above).
+        entries = [(item, None)] if stat.S_ISREG(own) else _walk(item, session.limits)
+        for path, skip in entries:
             if skip is not None:
                 report.findings.append(session.finding(
                     _unread(path), skip.rule, skip.severity, skip.title, skip.detail,
