@@ -291,3 +291,25 @@ def test_a_small_file_is_read_once_and_a_large_one_lazily(
     assert [f.format for f in report.files] == ["pickle", "pickle"]
     assert [f.evidence["file"] for f in report.findings if f.severity >= Severity.MEDIUM] \
         == [str(small)]
+
+
+def test_paths_that_do_not_exist_are_named_together(tmp_path: Path) -> None:
+    # Missing outright, and "under" a regular file (ENOTDIR): both are reported, in one error,
+    # before anything is scanned.
+    from phalanx.errors import InputError
+
+    (tmp_path / "model.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(InputError) as info:
+        scan_paths([tmp_path / "model.pkl", tmp_path / "gone.pkl",
+                    tmp_path / "model.pkl" / "inner.pkl"])
+    assert str(info.value) == (f"no such file or directory: {tmp_path / 'gone.pkl'}, "
+                               f"{tmp_path / 'model.pkl' / 'inner.pkl'}")
+
+
+def test_a_plain_file_and_strings_are_scanned_like_paths(tmp_path: Path) -> None:
+    (tmp_path / "evil.pkl").write_bytes(b"cos\nsystem\n(Vtrue\ntR.")
+    by_path = scan_paths([tmp_path / "evil.pkl"])
+    by_str = scan_paths([str(tmp_path / "evil.pkl")])
+    assert [f.name for f in by_path.files] == [f.name for f in by_str.files]
+    assert [f.title for f in by_path.findings] == [f.title for f in by_str.findings]
+    assert by_path.findings[0].severity is Severity.CRITICAL
