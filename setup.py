@@ -32,6 +32,13 @@ def ext_modules() -> list:
         return []
     if flag not in ("1", "true", "yes"):
         sys.exit(f"PHALANX_COMPILE must be 1 or 0, got {flag!r}")
+    commands = set(sys.argv[1:])
+    if {"editable_wheel", "develop"} & commands:
+        # In place, a compiled module would shadow its source: edits to it would be ignored.
+        sys.exit("PHALANX_COMPILE=1 builds a wheel, not an editable install: use pip wheel "
+                 "or pip install without -e")
+    if not {"bdist_wheel", "build", "build_ext", "install"} & commands:
+        return []  # metadata or an sdist: nothing is compiled for those
     try:
         from mypyc.build import mypycify
     except ImportError:

@@ -15,6 +15,10 @@ Contenders (peers come from their own virtualenv, ``--peers-venv``, made by
                       (default ``--fail-on medium``), from phalanx's own ``.venv``
 ``phalanx-api``       ``phalanx.supplychain.scan.scan_paths([PATH])`` in a long-lived
                       process of phalanx's interpreter
+``phalanx-compiled``  the same two, ``-api`` row too, with the compiled build first on
+                      ``PYTHONPATH`` (``--compiled``: by default built for the run with
+                      ``scripts/build-compiled.sh``, the ``PHALANX_COMPILE=1`` build, which
+                      compiles the pickle analyser, the sniffer and the scan driver with mypyc)
 ``picklescan``        ``picklescan -p PATH``
 ``picklescan-api``    ``picklescan.scanner.scan_file_path(PATH)`` (``scan_directory_path``
                       for a directory) in a long-lived process of the peers' interpreter
@@ -115,7 +119,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +216,7 @@ class Tool:
     uses_report: bool = False
     missing: str = ""  # why the tool cannot run, when it cannot
     version: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # set on top of the run's environment
 
     @property
     def executable(self) -> Path:
@@ -333,16 +338,22 @@ def _load_json_text(text: str) -> Any:
             return None
 
 
-def make_tools(peers_venv: Path) -> dict[str, Tool]:
-    """Every contender, with ``missing`` set where it cannot run here."""
+def _phalanx_args(target: Path, report: Path) -> list[str]:
+    return ["scan", str(target), "--format", "json", "--no-store", "--output", str(report)]
+
+
+def make_tools(peers_venv: Path, compiled: Path | None, compiled_missing: str) -> dict[str, Tool]:
+    """Every contender, with ``missing`` set where it cannot run here; ``compiled`` is the
+    directory of the compiled build (``None``: ``compiled_missing`` says why there is none)."""
     # absolute, but not resolved: a venv's python is a symlink to the base interpreter
     ours = Path(os.path.abspath(sys.executable))
     peer = Path(os.path.abspath(peers_venv)) / "bin" / "python"
     tools = {
-        "phalanx": Tool("phalanx", "phalanx", ours,
-                        lambda t, r: ["scan", str(t), "--format", "json", "--no-store",
-                                      "--output", str(r)],
-                        _judge_phalanx, uses_report=True),
+        "phalanx": Tool("phalanx", "phalanx", ours, _phalanx_args, _judge_phalanx,
+                        uses_report=True),
+        "phalanx-compiled": Tool("phalanx-compiled", "phalanx", ours, _phalanx_args,
+                                 _judge_phalanx, uses_report=True, missing=compiled_missing,
+                                 env={"PYTHONPATH": str(compiled)} if compiled else {}),
         "picklescan": Tool("picklescan", "picklescan", peer, lambda t, r: ["-p", str(t)],
                            _judge_picklescan),
         "picklescan-strict": Tool("picklescan-strict", "picklescan", peer,
@@ -359,14 +370,41 @@ def make_tools(peers_venv: Path) -> dict[str, Tool]:
                            _judge_modelaudit, uses_report=True),
     }
     versions = peer_versions(peers_venv)
-    for name, tool in tools.items():
+    for tool in tools.values():
         if not tool.executable.exists():
-            hint = ("run from phalanx's .venv" if name == "phalanx"
+            hint = ("run from phalanx's .venv" if tool.program == "phalanx"
                     else "run benchmarks/setup-scan-peers.sh or pass --peers-venv")
             tool.missing = f"{tool.executable} not found: {hint}"
-        if name != "phalanx":
+        if tool.program != "phalanx":
             tool.version = versions.get(tool.program, "")
     return tools
+
+
+def build_compiled(choice: str, work: Path) -> tuple[Path | None, str]:
+    """The compiled build to run (``--compiled``): ``auto`` builds one into ``work`` with
+    ``scripts/build-compiled.sh``, a directory is used as it is, ``none`` skips it. Returns
+    the directory, or ``None`` and why there is none. A directory whose pickle analyser does
+    not import as compiled is refused, so that the source is never timed as the build."""
+    if choice == "none":
+        return None, "not asked for (--compiled none)"
+    if choice == "auto":
+        out = work / "compiled"
+        log("building the compiled phalanx (scripts/build-compiled.sh)")
+        done = subprocess.run(["bash", str(ROOT / "scripts" / "build-compiled.sh"),
+                               sys.executable, str(out)], capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            return None, "the compiled build failed: " + _last_line(done.stderr)
+    else:
+        out = Path(choice).resolve()
+    probe = subprocess.run(
+        [sys.executable, "-c", "import phalanx.supplychain.scan.pickle_vm as m; "
+         "print(m.COMPILED, m.__file__)"],
+        capture_output=True, text=True, check=False,
+        env=dict(os.environ) | {"PYTHONPATH": str(out)})
+    if not probe.stdout.startswith("True "):
+        return None, f"{out} holds no compiled build ({_last_line(probe.stderr or probe.stdout)})"
+    return out, ""
 
 
 def peer_versions(peers_venv: Path) -> dict[str, str]:
@@ -422,7 +460,7 @@ def run_cold(tool: Tool, target: Path, timeout: float, env: dict[str, str]) -> O
         argv = [str(tool.executable), *tool.args(target, report_path)]
         started = time.perf_counter()
         try:
-            done = subprocess.run(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL,
+            done = subprocess.run(argv, cwd=scratch, env=env | tool.env, stdin=subprocess.DEVNULL,
                                   capture_output=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             return Outcome("timeout", seconds=time.perf_counter() - started,
@@ -456,7 +494,7 @@ class WarmWorker:
         proc = subprocess.Popen(
             [str(self.tool.python), str(Path(__file__).resolve()), self.mode, self.tool.program],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=self.env, text=True, start_new_session=True,
+            env=self.env | self.tool.env, text=True, start_new_session=True,
         )
         replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
 
@@ -648,15 +686,18 @@ def worker(program: str) -> int:
     return 0
 
 
-def compile_phalanx() -> None:
-    """Byte-compile phalanx's modules, as ``pip install`` does: a source checkout run with
-    ``PYTHONDONTWRITEBYTECODE`` set would otherwise compile them at every start, which is
-    not what a user's cold start costs. The peers' virtualenv was compiled by pip."""
+def compile_phalanx(compiled: Path | None) -> None:
+    """Byte-compile phalanx's modules (and the Python ones of the compiled build), as
+    ``pip install`` does: a source checkout run with ``PYTHONDONTWRITEBYTECODE`` set would
+    otherwise compile them at every start, which is not what a user's cold start costs. The
+    peers' virtualenv was compiled by pip."""
     import compileall
 
     import phalanx
 
     compileall.compile_dir(str(Path(phalanx.__file__).parent), quiet=1)
+    if compiled is not None:
+        compileall.compile_dir(str(compiled), quiet=1)
 
 
 def repeated(run: Callable[[], Outcome], repeats: int, *, fastest: bool = False) -> Outcome:
@@ -676,10 +717,11 @@ def repeated(run: Callable[[], Outcome], repeats: int, *, fastest: bool = False)
 
 
 #: Contenders run through their library in a long-lived process rather than their CLI.
-API_TOOLS = ("phalanx-api", "picklescan-api")
+API_TOOLS = ("phalanx-api", "phalanx-compiled-api", "picklescan-api")
 
 #: Tools whose command line takes a directory and scans what is under it.
-DIRECTORY_TOOLS = {"phalanx", "picklescan", "picklescan-strict", "modelscan", "modelaudit"}
+DIRECTORY_TOOLS = {"phalanx", "phalanx-compiled", "picklescan", "picklescan-strict", "modelscan",
+                   "modelaudit"}
 
 
 def scan_directory(cli_tools: list[Tool], corpus_dir: Path, manifest: list[dict[str, Any]],
@@ -1047,7 +1089,9 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
               f"fastest of {data['settings'].get('sample_repeats', 1)} runs of each sample "
               "(warm: the tool's own CLI entry point called in a long-lived process, so without "
               "interpreter start-up and imports; the `-api` rows: the library call alone, the "
-              "like-for-like measure of scanning speed); *cold start s* is the median time of a fresh "
+              "like-for-like measure of scanning speed; the `-compiled` rows: the "
+              "`PHALANX_COMPILE=1` build, its pickle analyser, sniffer and scan driver compiled "
+              "with mypyc); *cold start s* is the median time of a fresh "
               "process on the smallest benign samples, which is what one CI invocation costs. "
               "Files per second rather than MB/s: the corpus's bytes are almost all one sparse "
               "200 MB safetensors header bomb that every tool rejects from its first bytes."]
@@ -1140,9 +1184,12 @@ def _sizes(text: str) -> list[int]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--tools", default="phalanx,phalanx-api,picklescan,picklescan-api,"
-                        "picklescan-strict,"
+    parser.add_argument("--tools", default="phalanx,phalanx-api,phalanx-compiled,"
+                        "phalanx-compiled-api,picklescan,picklescan-api,picklescan-strict,"
                         "modelscan,fickling,modelaudit")
+    parser.add_argument("--compiled", default="auto",
+                        help="the compiled phalanx: auto (build it for the run), a directory "
+                             "made by scripts/build-compiled.sh, or none")
     parser.add_argument("--peers-venv", type=Path, default=ROOT / "benchmarks" / ".venv-scan-peers")
     parser.add_argument("--mode", choices=("warm", "cold"), default="warm",
                         help="warm: one long-lived process per tool; cold: one per sample")
@@ -1200,10 +1247,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.api_worker:
         return api_worker(args.api_worker)
     wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
-    tools = make_tools(args.peers_venv)
-    unknown = [t for t in wanted if t not in tools and t not in API_TOOLS]
+    unknown = [t for t in wanted if t not in make_tools(args.peers_venv, None, "")
+               and t not in API_TOOLS]
     if unknown:
         raise SystemExit(f"unknown tools: {', '.join(unknown)}")
+    work = Path(tempfile.mkdtemp(prefix="phalanx-scanbench-"))
+    compiled, compiled_missing = None, "not asked for"
+    if {"phalanx-compiled", "phalanx-compiled-api"} & set(wanted):
+        compiled, compiled_missing = build_compiled(args.compiled, work)
+    tools = make_tools(args.peers_venv, compiled, compiled_missing)
     try:
         import phalanx
 
@@ -1211,27 +1263,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         phalanx_version = ""
         tools["phalanx"].missing = "phalanx is not importable from this interpreter"
-    versions = {"phalanx": phalanx_version, "phalanx-api": phalanx_version}
-    versions |= {n: t.version for n, t in tools.items() if n != "phalanx"}
+    versions = {n: t.version for n, t in tools.items() if t.program != "phalanx"}
+    versions |= dict.fromkeys(("phalanx", "phalanx-api", "phalanx-compiled",
+                               "phalanx-compiled-api"), phalanx_version)
     versions["picklescan-api"] = tools["picklescan"].version
     skipped_tools = {n: tools[n].missing for n in wanted if n in tools and tools[n].missing}
-    if "phalanx-api" in wanted and not phalanx_version:
-        skipped_tools["phalanx-api"] = "phalanx is not importable from this interpreter"
-    if "picklescan-api" in wanted and tools["picklescan"].missing:
-        skipped_tools["picklescan-api"] = tools["picklescan"].missing
+    for api_name in API_TOOLS:
+        cli = tools[api_name.removesuffix("-api")]
+        if api_name in wanted and cli.missing:
+            skipped_tools[api_name] = cli.missing
     cli_tools = [tools[n] for n in wanted if n in tools and not tools[n].missing]
     for name, reason in skipped_tools.items():
         log(f"skipping {name}: {reason}")
 
     env = dict(os.environ) | QUIET_ENV
-    libraries = {"phalanx-api": LibraryApi(tools["phalanx"], env),
-                 "picklescan-api": LibraryApi(tools["picklescan"], env)}
+    libraries = {name: LibraryApi(tools[name.removesuffix("-api")], env) for name in API_TOOLS}
     apis: dict[str, Callable[[Path], Outcome]] = {
         name: lambda target, lib=lib: lib.run(target, args.large_timeout)
         for name, lib in libraries.items() if name in wanted and name not in skipped_tools}
     if phalanx_version:
-        compile_phalanx()
-    work = Path(tempfile.mkdtemp(prefix="phalanx-scanbench-"))
+        compile_phalanx(compiled)
     corpus_dir = args.keep if args.keep is not None else work / "corpus"
     started = time.perf_counter()
     try:
@@ -1296,6 +1347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
         else:
             shutil.rmtree(work / "large", ignore_errors=True)
+            shutil.rmtree(work / "compiled", ignore_errors=True)
+            shutil.rmtree(work / "compiled.wheel", ignore_errors=True)
 
     names = [t.name for t in cli_tools]
     for name in apis:  # each library row right after its command-line row
@@ -1312,6 +1365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "large_mb": args.large_mb, "models": args.models, "repeats": args.repeats,
                      "sample_repeats": args.sample_repeats,
                      "peers_venv": str(args.peers_venv),
+                     "compiled": str(compiled) if compiled else compiled_missing,
                      "wall_s": round(time.perf_counter() - started, 1)},
         "versions": versions,
         "tools": names,
@@ -1349,6 +1403,8 @@ RULES = {
     "phalanx": "exit 1 (finding >= medium, --fail-on default) or a finding >= medium in the "
                "JSON; exit 2 without one: error",
     "phalanx-api": "a finding >= medium from scan_paths; an exception: error",
+    "phalanx-compiled": "as phalanx, with the compiled build",
+    "phalanx-compiled-api": "as phalanx-api, with the compiled build",
     "picklescan-api": "issues_count > 0 from scan_file_path/scan_directory_path (what its "
                       "CLI's exit 1 means); scan_err without issues or an exception: error",
     "picklescan": "dangerous globals > 0 (exit 1, or exit 2 after printing them); exit 2 "
