@@ -14,6 +14,9 @@ if ! command -v "${CC:-cc}" >/dev/null 2>&1; then
 fi
 rm -rf "$out" "$out.wheel"
 mkdir -p "$out.wheel"
+# setuptools builds in build/ of the source tree and would carry stale modules from an earlier
+# build into the wheel; the C that mypyc generated (build/__native*, build/temp.*) is kept.
+rm -rf build/lib build/lib.* build/bdist.*
 PHALANX_COMPILE=1 "$python" -m pip wheel --disable-pip-version-check -q --no-build-isolation \
     --no-deps -w "$out.wheel" . >"$out.wheel/build.log" 2>&1 || {
     tail -n 30 "$out.wheel/build.log" >&2
