@@ -52,9 +52,9 @@ contracts: dev
 pytest: dev data models
 	$(BIN)/python -m pytest
 
-# The optional compiled build (PHALANX_COMPILE=1: the pickle analyser compiled with mypyc),
-# unpacked into build/compiled; test-compiled runs the scan tests against it, and is skipped
-# with a message on a machine without a C compiler.
+# The optional compiled build (PHALANX_COMPILE=1: the scanner's pickle analyser, sniffer and
+# scan driver compiled with mypyc), unpacked into build/compiled; test-compiled runs the scan
+# tests against it, and is skipped with a message on a machine without a C compiler.
 compiled: dev
 	bash scripts/build-compiled.sh $(BIN)/python build/compiled
 

@@ -1,4 +1,4 @@
-"""Build hook for the optional compiled pickle analyser; everything else is in pyproject.toml.
+"""Build hook for the optional compiled scanner modules; everything else is in pyproject.toml.
 
 A plain build (``pip install .``) is pure Python. With ``PHALANX_COMPILE=1`` the model-file
 scanner's hot path (the static pickle analyser, the format sniffer and the scan driver) is

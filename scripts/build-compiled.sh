@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build phalanx with its pickle analyser compiled (PHALANX_COMPILE=1, mypyc) and unpack the
-# wheel's package into OUT, to be put first on PYTHONPATH (the tests and the scan benchmark
-# run the compiled build that way). The wheel itself is left in OUT.wheel for installing.
+# Build phalanx with its scanner's hot path compiled (PHALANX_COMPILE=1, mypyc; setup.py names
+# the modules) and unpack the wheel's package into OUT, to be put first on PYTHONPATH (the
+# tests and the scan benchmark run the compiled build that way). The wheel itself is left in
+# OUT.wheel for installing.
 # Usage: scripts/build-compiled.sh PYTHON OUT   (PYTHON: an interpreter with mypy installed)
 # Exits 3, having built nothing, when there is no C compiler.
 set -euo pipefail
