@@ -1456,3 +1456,43 @@ def test_the_build_under_test_is_the_one_expected() -> None:
         name = path.removeprefix("src/").removesuffix(".py").replace("/", ".")
         module_file = importlib.import_module(name).__file__ or ""
         assert module_file.endswith((".py", ".pyc")) is not expected, (name, module_file)
+
+
+def test_a_frame_that_runs_past_its_stop_hides_nothing() -> None:
+    """A protocol 4 frame that runs past its pickle's STOP.
+
+    Both of Python's unpicklers read a frame whole, so a second ``load()`` from the same
+    stream starts at the frame's end, not after the STOP. Found by fuzzing: read on from the
+    STOP, the second pickle is the string ``"touch ...cbuiltins\\neval\\n..."``; from the
+    frame's end, where the loader starts, it imports ``builtins.eval``.
+    """
+    from phalanx.testing.pickle_oracle import check_pickle_analysis
+
+    data = (b"\x80\x04\x95/\x00\x00\x00\x00\x00\x00\x00}\x94(u.\x80\x04\x95D\x00\x00\x00\x00"
+            b"\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x8c,touch /tmp/p3/fzcbuiltins\neval\n"
+            b"never-created\x94.")
+    report = analyse_pickle(data)
+    assert_flags(report, "builtins.eval")
+    overrun = [f for f in report.findings if f.evidence.get("kind") == "frame-overrun"]
+    assert len(overrun) == 1 and overrun[0].severity is Severity.MEDIUM
+    assert overrun[0].evidence["offset"] == 16 and overrun[0].evidence["frame_end"] == 58
+    check_pickle_analysis(data)  # the differential oracle agrees
+
+
+def test_frames_that_end_at_their_stop_are_fine() -> None:
+    # What pickle.dump writes: the last frame ends right after the STOP, pickle after pickle.
+    data = b"".join(pickle.dumps({"layer": i, "w": [0.5] * 50}, protocol=p)
+                    for i, p in enumerate((4, 5, 4)))
+    report = analyse_pickle(data)
+    assert report.pickles == 3
+    assert report.findings == []
+    assert report.end_offset == len(data)
+
+
+def test_the_end_of_a_stream_is_the_end_of_its_last_frame() -> None:
+    # PyTorch's legacy format reads its storages from where the unpickler left the file:
+    # after the whole frame, not after the STOP.
+    first = b"\x80\x04\x95\x06\x00\x00\x00\x00\x00\x00\x00}.XXXX"
+    report = analyse_pickle(first + b"tensor bytes", max_pickles=1)
+    assert report.end_offset == len(first)
+    assert [f.evidence["kind"] for f in report.findings] == ["frame-overrun"]

@@ -577,6 +577,17 @@ def _concatenated(c: Path) -> bytes:
     return benign + _os_system_proto4(c)
 
 
+def _frame_past_stop(c: Path) -> bytes:
+    # The first pickle's FRAME declares more bytes than run to its STOP. Read on from the
+    # STOP, the second pickle pushes one string; the unpickler reads the frame whole, so a
+    # second load() starts where the frame ends: inside that string, which is the payload.
+    payload = _os_system_proto0(c)
+    assert len(payload) < 256
+    hidden = b"\x80\x04\x8c" + bytes([len(payload)])  # PROTO 4, SHORT_BINUNICODE header
+    body = b"}" + STOP + hidden
+    return b"\x80\x04\x95" + struct.pack("<Q", len(body)) + body + payload + STOP
+
+
 def _popped_decoy(c: Path) -> bytes:
     # A string holding a complete benign pickle (STOP included) is pushed and popped before
     # the payload: text and regex scanners read the decoy, the unpickler discards it.
@@ -991,6 +1002,10 @@ SAMPLES: list[Sample] = [
     _bad("pickle-concatenated-second-malicious", _concatenated,
          "a benign pickle followed by a malicious one; loaders that load() twice run it",
          f"{_PS_TESTS} (malicious6.pkl)", rule="process-execution"),
+    _bad("pickle-frame-past-stop", _frame_past_stop,
+         "a protocol 4 frame that runs past its STOP: a second load() starts at the frame's "
+         "end, inside what a scanner reading on from the STOP takes for a string", "",
+         rule="process-execution"),
     _bad("pickle-popped-decoy", _popped_decoy,
          "a whole benign pickle as a string constant, popped, before the payload", "",
          rule="process-execution"),

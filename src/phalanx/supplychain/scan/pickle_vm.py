@@ -1151,6 +1151,11 @@ class _Analysis:
                 break
             machine = _Machine(self, reader, memo, index=index, depth=depth, via=via)
             proceed = machine.run()
+            if proceed and machine.frame_end > reader.position():
+                # The unpickler read the STOP's frame whole: a next load() starts at its end.
+                stop_end = reader.position()
+                self.frame_overrun(machine, stop_end, machine.frame_end)
+                proceed = reader.skip(machine.frame_end - stop_end)
             index += 1
             if depth == 0:
                 self.pickles = index
@@ -1255,6 +1260,23 @@ class _Analysis:
             index=index,
             offset=offset,
             error=message[:200],
+        )
+
+    def frame_overrun(self, machine: _Machine, stop_end: int, frame_end: int) -> None:
+        self.event(
+            machine,
+            "frame-overrun",
+            Severity.MEDIUM,
+            "Pickle frame runs past its STOP",
+            f"The protocol 4 frame holding this pickle's STOP declares {frame_end - stop_end} "
+            f"more bytes after it (offsets {stop_end} to {frame_end}); pickle.dump ends a frame "
+            "at its STOP. Both of Python's unpicklers read a frame whole, so those bytes are "
+            "never run, and a second load() from the same stream starts after them, where a "
+            "scanner that reads on from the STOP does not look. The analysis goes on from the "
+            "frame's end, as the loader does.",
+            remediation=_REMEDIATION_MALFORMED,
+            offset=stop_end,
+            frame_end=frame_end,
         )
 
     def limit_reached(self, machine: _Machine, message: str) -> None:
