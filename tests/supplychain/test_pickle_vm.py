@@ -1496,3 +1496,19 @@ def test_the_end_of_a_stream_is_the_end_of_its_last_frame() -> None:
     report = analyse_pickle(first + b"tensor bytes", max_pickles=1)
     assert report.end_offset == len(first)
     assert [f.evidence["kind"] for f in report.findings] == ["frame-overrun"]
+
+
+def test_a_frame_inside_a_longer_frame_leaves_the_stream_at_the_longer_ones_end() -> None:
+    # The C unpickler holds the outer frame's bytes when it meets the inner FRAME, so a second
+    # load() starts at the outer frame's end, as the real unpickler shows here.
+    inner = b"\x95\x01\x00\x00\x00\x00\x00\x00\x00}"  # FRAME 1: EMPTY_DICT
+    outer_body = inner + b".XXXXXXXX"  # STOP, then bytes the outer frame holds
+    first = b"\x80\x04\x95" + struct.pack("<Q", len(outer_body)) + outer_body
+    second = pickle.dumps([1, 2], protocol=4)
+    stream = io.BytesIO(first + second)
+    assert pickle.load(stream) == {} and stream.tell() == len(first)
+    assert pickle.load(stream) == [1, 2]
+    report = analyse_pickle(first + second)
+    assert report.pickles == 2
+    assert [f.evidence["kind"] for f in report.findings] == ["frame-overrun"]
+    assert report.findings[0].evidence["frame_end"] == len(first)

@@ -2129,7 +2129,9 @@ class _Machine:
         self.protocol = max(self.protocol or 0, arg)
 
     def op_FRAME(self, arg: int) -> None:
-        self.frame_end = self.reader.position() + arg
+        # A FRAME inside a frame: the C unpickler holds the outer frame's bytes already and
+        # reads on from the file only past them, so the file ends up at the further end.
+        self.frame_end = max(self.frame_end, self.reader.position() + arg)
 
     def op_STOP(self, arg: None) -> None:
         self.pop()
