@@ -1512,3 +1512,38 @@ def test_a_frame_inside_a_longer_frame_leaves_the_stream_at_the_longer_ones_end(
     assert report.pickles == 2
     assert [f.evidence["kind"] for f in report.findings] == ["frame-overrun"]
     assert report.findings[0].evidence["frame_end"] == len(first)
+
+
+def test_a_frame_longer_than_the_stream_does_not_hide_what_follows_its_stop() -> None:
+    # Found by fuzzing: the C unpickler fails at such a FRAME and Python's reads on to the end
+    # of the stream, so no loader starts a second pickle at the frame's end; the bytes after
+    # the STOP are analysed as they stand rather than skipped.
+    data = b"\x80\x04\x95" + struct.pack("<Q", 1000) + b"}." + reduce0("os", "system", "id")
+    report = analyse_pickle(data)
+    assert_flags(report, "os.system")
+    overrun = [f for f in report.findings if f.evidence.get("kind") == "frame-overrun"]
+    assert len(overrun) == 1 and "stream ends before the frame does" in overrun[0].detail
+
+
+def test_an_opcode_across_the_end_of_its_frame_is_malformed() -> None:
+    # Found by fuzzing: the frame ends inside GLOBAL's name line "_reconstructor\n". Read
+    # across the boundary the import is copyreg._reconstructor (allowed); the C unpickler
+    # drops "_recons" and imports copyreg.tructor, Python's fails.
+    from phalanx.testing.pickle_oracle import check_pickle_analysis
+
+    body = b"}\x94(\x8c\x06shared\x94]\x94(ccopyreg\n_recons"
+    data = (b"\x80\x04\x95" + struct.pack("<Q", len(body)) + body
+            + b"tructor\nK\x01K\x02K\x03es\x8c\x01b\x94h\x04u.")
+    report = analyse_pickle(data)
+    assert not report.allows_unpickling()
+    malformed = [f for f in report.findings if f.evidence.get("kind") == "malformed"]
+    assert malformed and "runs across the end of its frame" in malformed[0].detail
+    assert malformed[0].evidence["offset"] == data.index(b"ccopyreg")
+    check_pickle_analysis(data)
+
+
+def test_frames_pickle_dump_writes_are_not_split() -> None:
+    # Large objects span many frames (64 KiB each); every frame ends at an opcode boundary.
+    data = pickle.dumps({f"k{i}": f"{i:06d}" * 50 for i in range(2000)}, protocol=5)
+    assert sum(op.name == "FRAME" for op, _, _ in pickletools.genops(data)) >= 5
+    assert analyse_pickle(data).findings == []

@@ -1022,6 +1022,10 @@ class _Reader:
         self._pos += len(data)
         return data
 
+    def holds(self, n: int) -> bool:
+        """Whether ``n`` more bytes follow the cursor (``True`` when the size is not known)."""
+        return self._remaining is None or self._pos + n <= self._remaining
+
     def skip(self, n: int) -> bool:
         """Step over ``n`` bytes of data without reading them (by seeking when possible).
 
@@ -1153,9 +1157,13 @@ class _Analysis:
             proceed = machine.run()
             if proceed and machine.frame_end > reader.position():
                 # The unpickler read the STOP's frame whole: a next load() starts at its end.
+                # A frame longer than the stream fails the C unpickler at its FRAME, and leaves
+                # Python's at the end of the stream: what follows the STOP is analysed anyway.
                 stop_end = reader.position()
-                self.frame_overrun(machine, stop_end, machine.frame_end)
-                proceed = reader.skip(machine.frame_end - stop_end)
+                inside = reader.holds(machine.frame_end - stop_end)
+                self.frame_overrun(machine, stop_end, machine.frame_end, inside=inside)
+                if inside:
+                    proceed = reader.skip(machine.frame_end - stop_end)
             index += 1
             if depth == 0:
                 self.pickles = index
@@ -1262,7 +1270,18 @@ class _Analysis:
             error=message[:200],
         )
 
-    def frame_overrun(self, machine: _Machine, stop_end: int, frame_end: int) -> None:
+    def frame_overrun(self, machine: _Machine, stop_end: int, frame_end: int, *,
+                      inside: bool) -> None:
+        where = (
+            "Both of Python's unpicklers read a frame whole, so those bytes are never run, and "
+            "a second load() from the same stream starts after them, where a scanner that "
+            "reads on from the STOP does not look. The analysis goes on from the frame's end, "
+            "as the loader does."
+            if inside else
+            "The stream ends before the frame does: the C unpickler fails at the FRAME, "
+            "Python's reads on to the end of the stream. What follows the STOP is analysed "
+            "anyway."
+        )
         self.event(
             machine,
             "frame-overrun",
@@ -1270,10 +1289,7 @@ class _Analysis:
             "Pickle frame runs past its STOP",
             f"The protocol 4 frame holding this pickle's STOP declares {frame_end - stop_end} "
             f"more bytes after it (offsets {stop_end} to {frame_end}); pickle.dump ends a frame "
-            "at its STOP. Both of Python's unpicklers read a frame whole, so those bytes are "
-            "never run, and a second load() from the same stream starts after them, where a "
-            "scanner that reads on from the STOP does not look. The analysis goes on from the "
-            "frame's end, as the loader does.",
+            f"at its STOP. {where}",
             remediation=_REMEDIATION_MALFORMED,
             offset=stop_end,
             frame_end=frame_end,
@@ -1543,6 +1559,7 @@ class _Machine:
         handlers = self._table()
         max_opcodes = self.limits.max_opcodes
         highest = -1
+        last = -1  # where the previous opcode started
         try:
             while True:
                 try:
@@ -1554,6 +1571,10 @@ class _Machine:
                 count = analysis.opcodes = analysis.opcodes + 1
                 if count > max_opcodes:
                     raise _LimitError(f"more than {max_opcodes} opcodes")
+                if last < self.frame_end < pos:
+                    self._frame_split(last)
+                    return False
+                last = pos
                 self.offset = pos
                 if opcode.proto > highest:
                     highest = opcode.proto
@@ -1578,6 +1599,22 @@ class _Machine:
             return False
         except _Abort:
             return False
+
+    def _frame_split(self, start: int) -> None:
+        """The opcode at ``start`` runs across the end of its frame, which pickle.dump never
+        writes. The C unpickler drops the frame's last bytes and reads the opcode's argument
+        (or its rest of line) from after the frame; Python's stops with an error. The two
+        read different opcodes from there on, and this analysis read a third way (across the
+        boundary), so the pickle is malformed from that opcode, and the bytes after it are
+        searched for imports as after a parse error."""
+        if self.silent:
+            return
+        self.analysis.malformed(
+            self.depth, self.via, self.index, start,
+            f"the opcode at offset {start} runs across the end of its frame at offset "
+            f"{self.frame_end}: the C unpickler reads its argument from after the frame, "
+            "Python's stops")
+        self._salvage()
 
     def _salvage(self) -> None:
         """After a parse error, look for imports in the bytes that follow anyway.
@@ -2362,6 +2399,9 @@ class _Machine:
             if cls is not None and cls.judgement.verdict is Verdict.ALLOWED:
                 if (cls.module, cls.name) == _JOBLIB_ARRAY:
                     self.stack[-1] = self.joblib_array(inst, state)
+                    # The array's bytes came after the last frame (checked there): the
+                    # opcodes go on outside any frame until the next FRAME.
+                    self.frame_end = -1
                 elif (cls.module, cls.name) in _JOBLIB_COMPANIONS:
                     self.joblib_companion(inst, cls, state)
 
