@@ -1547,3 +1547,29 @@ def test_frames_pickle_dump_writes_are_not_split() -> None:
     data = pickle.dumps({f"k{i}": f"{i:06d}" * 50 for i in range(2000)}, protocol=5)
     assert sum(op.name == "FRAME" for op, _, _ in pickletools.genops(data)) >= 5
     assert analyse_pickle(data).findings == []
+
+
+@pytest.mark.parametrize("opcode", [b"c", b"i"])
+@pytest.mark.parametrize(("inside", "outside", "c_reads"), [
+    (b"xx", b"os\nsystem\n", "os.system"),  # the frame ends inside the module line
+    (b"builtins\nxx", b"eval\n", "builtins.eval"),  # inside the name line
+])
+def test_an_import_split_by_the_end_of_its_frame_is_judged_as_the_c_unpickler_reads_it(
+        opcode: bytes, inside: bytes, outside: bytes, c_reads: str) -> None:
+    # Read across the boundary the import is "xxos.system" or "builtins.xxeval"; the C
+    # unpickler drops the frame's last bytes and reads the rest of the line from after it.
+    body = (b"(" if opcode == b"i" else b"") + opcode + inside
+    data = b"\x80\x04\x95" + struct.pack("<Q", len(body)) + body + outside + b"."
+    asked: list[str] = []
+
+    class Recorder(pickle.Unpickler):  # the C unpickler; imports recorded, none performed
+        def find_class(self, module: str, name: str) -> Any:
+            asked.append(f"{module}.{name}")
+            raise pickle.UnpicklingError("refused")
+
+    with pytest.raises(pickle.UnpicklingError):
+        Recorder(io.BytesIO(data)).load()
+    assert asked == [c_reads]
+    report = analyse_pickle(data)
+    assert_flags(report, c_reads)
+    assert any("runs across the end of its frame" in f.detail for f in report.findings)

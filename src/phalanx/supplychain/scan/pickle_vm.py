@@ -2316,7 +2316,28 @@ class _Machine:
 
     def op_GLOBAL(self, arg: str) -> None:
         module, name = self._names("utf-8")
+        self._split_import("utf-8")
         self.push(self.import_global(module, name))
+
+    def _split_import(self, encoding: str) -> None:
+        """When the frame ends inside a ``GLOBAL``/``INST`` line, judge the import the C
+        unpickler performs too: it drops the rest of the frame and reads that line from after
+        it, so it asks for the line's tail (the run loop then reports the stream malformed).
+        """
+        start, end = self.offset, self.frame_end
+        if not start < end < self.reader.position():
+            return
+        module_line, name_line = self.reader.lines[-2:]
+        cut = end - start - 1  # bytes of the two lines inside the frame
+        if cut < len(module_line):
+            module_line = module_line[cut:]
+        else:
+            name_line = name_line[cut - len(module_line):]
+        try:
+            module, name = module_line[:-1].decode(encoding), name_line[:-1].decode(encoding)
+        except UnicodeDecodeError:
+            return
+        self.analysis.record_global(self._resolve(module, name), self, after_error=True)
 
     def op_STACK_GLOBAL(self, arg: None) -> None:
         name = self.pop()
@@ -2380,6 +2401,7 @@ class _Machine:
 
     def op_INST(self, arg: str) -> None:
         module, name = self._names("ascii")
+        self._split_import("ascii")
         cls = self.import_global(module, name)
         args = tuple(self.pop_mark())
         self.push(self.call(cls, args, None, "INST"))
