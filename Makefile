@@ -33,7 +33,7 @@ dev: $(VENV)/.dev
 data: | $(BIN)/python
 	bash scripts/install-data.sh $(BIN)/python
 
-# The demo's reference models train once (about 20 s and 3 minutes on 2 cores) and are cached.
+# The demo's reference models train once (about 10 s and 75 s on 2 cores) and are cached.
 models: install data
 	$(BIN)/phalanx -q zoo train mnist-cnn mnist-cnn-pgdat
 
