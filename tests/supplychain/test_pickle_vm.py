@@ -1573,3 +1573,24 @@ def test_an_import_split_by_the_end_of_its_frame_is_judged_as_the_c_unpickler_re
     report = analyse_pickle(data)
     assert_flags(report, c_reads)
     assert any("runs across the end of its frame" in f.detail for f in report.findings)
+
+
+def test_a_frame_longer_than_a_stream_of_unknown_size_does_not_hide_what_follows() -> None:
+    # The same, read from a stream that cannot seek (a decompressor): its size is not known
+    # up front, so the frame's span is read ahead to tell whether the stream holds it.
+    data = b"\x80\x04\x95" + struct.pack("<Q", 1000) + b"}." + reduce0("os", "system", "id")
+
+    class Unseekable(io.RawIOBase):
+        def __init__(self, blob: bytes) -> None:
+            self._inner = io.BytesIO(blob)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            chunk = self._inner.read(len(buffer))
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+
+    report = analyse_pickle(Unseekable(data))
+    assert_flags(report, "os.system")

@@ -687,6 +687,8 @@ _READAHEAD = 1 << 14
 
 _FLOAT = struct.Struct(">d")
 _SALVAGE_BYTES = 1 << 20
+#: How far ``_Reader.holds`` reads ahead in a stream of unknown size.
+_HOLDS_LOOKAHEAD = 1 << 20
 _TEXT_IMPORT = re.compile(rb"[ci]([A-Za-z_][\w.]{0,255})\n([A-Za-z_][\w.]{0,255})\n")
 _NAME = re.compile(r"[A-Za-z_][\w.]{0,255}")
 
@@ -1023,8 +1025,12 @@ class _Reader:
         return data
 
     def holds(self, n: int) -> bool:
-        """Whether ``n`` more bytes follow the cursor (``True`` when the size is not known)."""
-        return self._remaining is None or self._pos + n <= self._remaining
+        """Whether ``n`` more bytes follow the cursor. When the stream's size is not known,
+        up to ``_HOLDS_LOOKAHEAD`` bytes are read ahead (not consumed) to tell; a longer span
+        is taken to be there."""
+        if self._remaining is not None:
+            return self._pos + n <= self._remaining
+        return n > _HOLDS_LOOKAHEAD or self._fill(n) >= n
 
     def skip(self, n: int) -> bool:
         """Step over ``n`` bytes of data without reading them (by seeking when possible).
