@@ -1,8 +1,10 @@
 """Helpers the scanner tests share: a session with the archive, NumPy and pickle scanners,
-and byte mutations of a valid file for the "never raises" fuzz tests."""
+byte mutations of a valid file for the "never raises" fuzz tests, and a stream that cannot
+seek."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from hypothesis import strategies as st
@@ -30,3 +32,21 @@ def mutated(data: st.DataObject, valid: bytes, *, max_edits: int = 8,
     for _ in range(data.draw(st.integers(1, max_edits))):
         blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
     return bytes(blob[:data.draw(st.integers(min_keep, len(blob)))])
+
+
+class Unseekable(io.RawIOBase):
+    """``data`` as a stream that cannot seek (a pipe, a decompressor), handing out at most
+    ``step`` bytes per read when given, so that a reader's buffer refills at every boundary."""
+
+    def __init__(self, data: bytes, step: int | None = None) -> None:
+        super().__init__()
+        self._inner, self._step = io.BytesIO(data), step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = len(buffer) if self._step is None else min(len(buffer), self._step)
+        chunk = self._inner.read(n)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)

@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from samples.pickles import SAMPLES
+from scanning import Unseekable
 
 from phalanx.supplychain.scan import PickleReport, load_policy
 from phalanx.supplychain.scan.pickle_vm import _Reader
@@ -233,23 +234,6 @@ if __name__ == "__main__":  # pragma: no cover - handy for reproducing one input
 # The analyser's opcode decoder against pickletools.genops
 
 
-class _Trickle(io.RawIOBase):
-    """A stream that cannot seek and hands out at most ``step`` bytes per read, so that the
-    decoder's buffer is refilled across every argument boundary."""
-
-    def __init__(self, data: bytes, step: int) -> None:
-        self._data, self._at, self._step = data, 0, step
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int | None = -1) -> bytes:
-        n = len(self._data) if n is None or n < 0 else n
-        out = self._data[self._at : self._at + min(n, self._step)]
-        self._at += len(out)
-        return out
-
-
 def _value(arg: object) -> object:
     if isinstance(arg, float):  # NaN != NaN: compare the bits
         return struct.pack(">d", arg)
@@ -277,7 +261,7 @@ def _decoded(ops: Iterator[tuple[pickletools.OpcodeInfo, object, int | None]],
 def test_decoder_matches_pickletools(data: bytes, step: int | None) -> None:
     reference = io.BytesIO(data)
     expected = _decoded(pickletools.genops(reference), reference.tell)
-    raw: io.RawIOBase | io.BytesIO = io.BytesIO(data) if step is None else _Trickle(data, step)
+    raw: io.RawIOBase | io.BytesIO = io.BytesIO(data) if step is None else Unseekable(data, step)
     # Nothing is elided (skipping oversized bytes is the reader's own behaviour, tested
     # apart), and lines are as long as pickletools allows.
     reader = _Reader(raw, elide_over=sys.maxsize, max_line=sys.maxsize - 1)

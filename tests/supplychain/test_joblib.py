@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from samples.numpy_joblib import padding_polyglot, payload_pickle
+from scanning import Unseekable
 
 from phalanx.core.findings import Finding, Severity
 from phalanx.supplychain.scan import PickleReport, analyse_pickle, scan_paths
@@ -288,20 +289,7 @@ def test_plain_reading_needs_a_seekable_stream() -> None:
     n = -(-len(payload) // 8)
     data = wrapper((n,), "f8", alignment=None) + payload.ljust(n * 8, b"\x00") + b"."
 
-    class Pipe(io.RawIOBase):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = io.BytesIO(data)
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, b: Any) -> int:
-            chunk = self.inner.read(len(b))
-            b[: len(chunk)] = chunk
-            return len(chunk)
-
-    report = analyse_pickle(io.BufferedReader(Pipe()))
+    report = analyse_pickle(io.BufferedReader(Unseekable(data)))
     assert malformed(report), describe(report.findings)
 
 
