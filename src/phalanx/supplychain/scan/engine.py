@@ -108,12 +108,15 @@ def _limit_skip(limit: int) -> _Skip:
                  "Scan the directory's parts separately, or raise the limit.", incomplete=True)
 
 
-def _walk(path: Path, limits: ScanLimits) -> Iterator[tuple[Path, _Skip | None]]:
-    """Files under ``path`` with ``None``, and skipped entries with why."""
-    try:
-        mode = os.lstat(path).st_mode  # one system call for the usual case, a plain file
-    except OSError:
-        mode = 0  # the error comes when the file is read
+def _walk(path: Path, limits: ScanLimits,
+          mode: int | None = None) -> Iterator[tuple[Path, _Skip | None]]:
+    """Files under ``path`` with ``None``, and skipped entries with why. ``mode``: the
+    ``lstat`` mode of ``path`` when the caller has it already."""
+    if mode is None:
+        try:
+            mode = os.lstat(path).st_mode  # one system call for the usual case, a plain file
+        except OSError:
+            mode = 0  # the error comes when the file is read
     if stat.S_ISLNK(mode) and path.is_dir():
         yield path, _LINK_TO_DIRECTORY
         return
@@ -207,9 +210,7 @@ def scan_paths(
             report.findings.append(session.error(_unread(item), f"not a regular file ({kind}), "
                                                  "not read", scanner="session", fmt="-"))
             continue
-        # A plain file needs no walk (the walk's own lstat would repeat the one above).
-        entries = [(item, None)] if stat.S_ISREG(own) else _walk(item, session.limits)
-        for path, skip in entries:
+        for path, skip in _walk(item, session.limits, own):
             if skip is not None:
                 report.findings.append(session.finding(
                     _unread(path), skip.rule, skip.severity, skip.title, skip.detail,
