@@ -45,7 +45,8 @@ from phalanx.supplychain.scan.base import BUNDLED_FORMATS, FileScanner, ScanSess
 from phalanx.supplychain.scan.pickle_vm import REFS
 from phalanx.supplychain.scan.sniff import sniff_bytes
 
-__all__ = ["GGML_TYPES", "GgufScanner", "TemplateIssue", "analyse_chat_template", "template_rule"]
+__all__ = ["GGML_TYPES", "MAX_TEMPLATE_CHARS", "GgufScanner", "TemplateIssue",
+           "analyse_chat_template", "template_rule"]
 
 #: ggml tensor types by id: (name, elements per block, bytes per block). Ids missing here were
 #: removed from ggml (4, 5, 31-33, 36-38) or are newer than this table.
@@ -528,7 +529,13 @@ def _environment() -> Any:
                                           GenerationTag])
 
 
-def analyse_chat_template(text: str, *, max_chars: int = 1 << 20) -> list[TemplateIssue]:
+#: The longest chat template analysed by default, in characters; a longer one is a MEDIUM
+#: ``chat-template-too-large`` finding (in GGUF metadata and Hugging Face files alike).
+MAX_TEMPLATE_CHARS = 1 << 20
+
+
+def analyse_chat_template(text: str, *,
+                          max_chars: int = MAX_TEMPLATE_CHARS) -> list[TemplateIssue]:
     """Find server-side template injection in a Jinja2 chat template, without rendering it.
 
     The template is parsed (which executes nothing) and its syntax tree walked for access to
@@ -1007,6 +1014,7 @@ _RULES: dict[str, tuple[str, str]] = {
     ),
 }
 
+
 def template_rule(rule: str) -> tuple[str, str]:
     """The title and detail of a ``chat-template-*`` rule (:class:`TemplateIssue`), for other
     formats that carry chat templates."""
@@ -1051,7 +1059,7 @@ class GgufScanner(FileScanner):
     constraints: ClassVar[Mapping[str, Constraint]] = {
         "max_template_chars": Interval(1, None, integer=True)}
 
-    def __init__(self, *, max_template_chars: int = 1 << 20) -> None:
+    def __init__(self, *, max_template_chars: int = MAX_TEMPLATE_CHARS) -> None:
         self.max_template_chars = max_template_chars
 
     def scan_source(self, source: Source, session: ScanSession) -> Iterator[Finding]:

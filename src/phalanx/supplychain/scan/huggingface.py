@@ -130,17 +130,18 @@ class HuggingFaceScanner(FileScanner):
         yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="json",
                                  locations_key="where")
 
-
     def _template_file(self, source: Source, session: ScanSession) -> Iterator[Finding]:
+        from phalanx.supplychain.scan.gguf import MAX_TEMPLATE_CHARS
+
         hits = Tally()
         where = PurePosixPath(source.name.replace("\\", "/")).name
-        if source.size > 4 * _MAX_TEMPLATE_CHARS:  # 4 bytes a character at most
+        if source.size > 4 * MAX_TEMPLATE_CHARS:  # 4 bytes a character at most
             hits.add(("template", "chat-template-too-large"), where, "chat-template-too-large",
                      Severity.MEDIUM, *_template_rule("chat-template-too-large"),
                      {"template_key": where, "bytes": source.size, "incomplete": True})
         else:
             with source.open() as fh:
-                text = fh.read(4 * _MAX_TEMPLATE_CHARS).decode("utf-8", errors="replace")
+                text = fh.read(4 * MAX_TEMPLATE_CHARS).decode("utf-8", errors="replace")
             _template(where, text, hits)
         yield from hits.findings(session, source, scanner=self.plugin_id(), fmt="text",
                                  locations_key="where")
@@ -349,7 +350,7 @@ def _template(where: str, template: str, hits: Tally) -> None:
     # The GGUF module holds the template analysis; imported only when a template is met.
     from phalanx.supplychain.scan.gguf import analyse_chat_template
 
-    for issue in analyse_chat_template(template, max_chars=_MAX_TEMPLATE_CHARS):
+    for issue in analyse_chat_template(template):
         hits.add(("template", issue.rule), f"{where}, line {issue.line}: {issue.message}",
                  issue.rule, issue.severity, *_template_rule(issue.rule),
                  {"template_key": where})
@@ -363,8 +364,6 @@ def _template_rule(rule: str) -> tuple[str, str]:
                    "blocks the plain forms; sandbox escapes exist (CVE-2024-56326, "
                    "CVE-2025-27516), and other servers render the same template.")
 
-
-_MAX_TEMPLATE_CHARS = 1 << 20
 
 
 def _shards(weight_map: Any, model_dir: Path | None, hits: Tally) -> None:
