@@ -342,9 +342,9 @@ def _phalanx_args(target: Path, report: Path) -> list[str]:
     return ["scan", str(target), "--format", "json", "--no-store", "--output", str(report)]
 
 
-def make_tools(peers_venv: Path, compiled: Path | None, compiled_missing: str) -> dict[str, Tool]:
-    """Every contender, with ``missing`` set where it cannot run here; ``compiled`` is the
-    directory of the compiled build (``None``: ``compiled_missing`` says why there is none)."""
+def make_tools(peers_venv: Path) -> dict[str, Tool]:
+    """Every contender, with ``missing`` set where it cannot run here (``phalanx-compiled``
+    gets its build or the reason for none from :func:`use_compiled`)."""
     # absolute, but not resolved: a venv's python is a symlink to the base interpreter
     ours = Path(os.path.abspath(sys.executable))
     peer = Path(os.path.abspath(peers_venv)) / "bin" / "python"
@@ -352,8 +352,7 @@ def make_tools(peers_venv: Path, compiled: Path | None, compiled_missing: str) -
         "phalanx": Tool("phalanx", "phalanx", ours, _phalanx_args, _judge_phalanx,
                         uses_report=True),
         "phalanx-compiled": Tool("phalanx-compiled", "phalanx", ours, _phalanx_args,
-                                 _judge_phalanx, uses_report=True, missing=compiled_missing,
-                                 env={"PYTHONPATH": str(compiled)} if compiled else {}),
+                                 _judge_phalanx, uses_report=True),
         "picklescan": Tool("picklescan", "picklescan", peer, lambda t, r: ["-p", str(t)],
                            _judge_picklescan),
         "picklescan-strict": Tool("picklescan-strict", "picklescan", peer,
@@ -378,6 +377,14 @@ def make_tools(peers_venv: Path, compiled: Path | None, compiled_missing: str) -
         if tool.program != "phalanx":
             tool.version = versions.get(tool.program, "")
     return tools
+
+
+def use_compiled(tool: Tool, compiled: Path | None, why_not: str) -> None:
+    """Point the ``phalanx-compiled`` tool at the compiled build, or mark it missing."""
+    if compiled is None:
+        tool.missing = tool.missing or why_not
+    else:
+        tool.env = {"PYTHONPATH": str(compiled)}
 
 
 def build_compiled(choice: str, work: Path) -> tuple[Path | None, str]:
@@ -1247,15 +1254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.api_worker:
         return api_worker(args.api_worker)
     wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
-    unknown = [t for t in wanted if t not in make_tools(args.peers_venv, None, "")
-               and t not in API_TOOLS]
+    tools = make_tools(args.peers_venv)
+    unknown = [t for t in wanted if t not in tools and t not in API_TOOLS]
     if unknown:
         raise SystemExit(f"unknown tools: {', '.join(unknown)}")
     work = Path(tempfile.mkdtemp(prefix="phalanx-scanbench-"))
     compiled, compiled_missing = None, "not asked for"
     if {"phalanx-compiled", "phalanx-compiled-api"} & set(wanted):
         compiled, compiled_missing = build_compiled(args.compiled, work)
-    tools = make_tools(args.peers_venv, compiled, compiled_missing)
+    use_compiled(tools["phalanx-compiled"], compiled, compiled_missing)
     try:
         import phalanx
 
